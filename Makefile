@@ -1,0 +1,33 @@
+# The two commands: `make run` (set up from nothing and serve) and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+HOST   ?= 127.0.0.1
+PORT   ?= 8080
+export HOST PORT
+
+.PHONY: run test test-fast lint clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+# Development server: authentication is off, which the service allows on loopback only.
+run: $(BIN)/.installed
+	CDS_AUTH_DISABLED=1 $(BIN)/cds-service serve --host $(HOST) --port $(PORT)
+
+test: $(BIN)/.installed
+	$(BIN)/ruff check cds_service tests
+	$(BIN)/python -m pytest
+
+# Skips suites marked slow (CI runs everything through `make test`).
+test-fast: $(BIN)/.installed
+	$(BIN)/python -m pytest -m 'not slow'
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check cds_service tests
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache var
