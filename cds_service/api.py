@@ -1,0 +1,177 @@
+"""HTTP edge: the only module that touches `flask.request`.
+
+It checks (auth, media type, size, JSON, schema, hook), delegates to `engine`, and maps errors
+to JSON by type. Errors are `{"error": ..., "details": [...]}`, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import traceback
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Blueprint, Flask, current_app, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from . import engine
+from .auth import authenticate
+from .config import Settings
+from .errors import ApiError, BadRequest, NotFound, UnsupportedMediaType
+from .registry import SERVICES, ServiceSpec, discovery_document
+from .validation import check, parse_json
+
+log = logging.getLogger(__name__)
+bp = Blueprint("cds", __name__)
+
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+CORS_PREFIX = "/cds-services"
+
+
+def _settings() -> Settings:
+    return current_app.extensions["vitd.settings"]
+
+
+def _runtime() -> engine.Runtime:
+    return current_app.extensions["vitd.runtime"]
+
+
+def _service(service_id: str) -> ServiceSpec:
+    spec = SERVICES.get(service_id)
+    if spec is None:
+        raise NotFound("unknown service", [f"see GET {CORS_PREFIX} for the services offered"])
+    return spec
+
+
+def _json_body() -> Any:
+    mimetype = request.mimetype or ""
+    if mimetype != "application/json" and not mimetype.endswith("+json"):
+        raise UnsupportedMediaType()
+    return parse_json(request.get_data(cache=False))
+
+
+@bp.get("/cds-services")
+def discovery():
+    return jsonify(discovery_document())
+
+
+@bp.post("/cds-services/<service_id>")
+def call_service(service_id: str):
+    spec = _service(service_id)
+    authenticate(request.headers.get("Authorization"), _settings())
+    body = _json_body()
+    check("request", body, "invalid CDS Hooks request")
+    if body["hook"] != spec.hook:
+        raise BadRequest("hook does not match the service", [f"{spec.id} answers {spec.hook}"])
+    g.service_id = spec.id
+    outcome = engine.respond(spec, body, _runtime(), datetime.now(UTC))
+    g.card_count = len(outcome.response["cards"])
+    if _settings().validate_responses:
+        check("response", outcome.response, "the service built an invalid response")
+    return jsonify(outcome.response)
+
+
+@bp.post("/cds-services/<service_id>/feedback")
+def feedback(service_id: str):
+    spec = _service(service_id)
+    authenticate(request.headers.get("Authorization"), _settings())
+    body = _json_body()
+    check("feedback", body, "invalid feedback")
+    g.service_id = spec.id
+    try:
+        stored = _runtime().store.save_feedback(
+            spec.id, body["feedback"], received_at=datetime.now(UTC)
+        )
+    except Exception:
+        log.exception("could not store feedback")
+        return _error(503, {"error": "feedback store unavailable, retry later"})
+    return jsonify({"received": len(body["feedback"]), "stored": stored})
+
+
+@bp.get("/healthz")
+def healthz():
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/readyz")
+def readyz():
+    if _runtime().store.ping():
+        return jsonify({"status": "ready"})
+    return _error(503, {"error": "store unreachable"})
+
+
+def _error(status: int, body: dict, headers: dict | None = None):
+    response = jsonify(body)
+    response.status_code = status
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def _on_api_error(exc: ApiError):
+    return _error(exc.status, exc.body())
+
+
+def _on_http_error(exc: HTTPException):
+    headers = {}
+    if exc.code == 405 and exc.valid_methods:
+        headers["Allow"] = ", ".join(sorted(exc.valid_methods))
+    details = [f"at most {_settings().max_body_bytes} bytes"] if exc.code == 413 else []
+    body = {"error": (exc.name or "error").lower()}
+    if details:
+        body["details"] = details
+    return _error(exc.code or 500, body, headers)
+
+
+def _on_unexpected(exc: Exception):
+    # The exception's message may quote input; log its type and where it happened only.
+    log.error(
+        "unhandled %s\n%s", type(exc).__name__, "".join(traceback.format_tb(exc.__traceback__))
+    )
+    return _error(500, {"error": "internal error", "details": [f"request id {g.request_id}"]})
+
+
+def _before():
+    g.started = time.perf_counter()
+    incoming = request.headers.get("X-Request-ID", "")
+    g.request_id = incoming if REQUEST_ID.match(incoming) else uuid.uuid4().hex
+
+
+def _after(response):
+    response.headers["X-Request-ID"] = g.get("request_id", "")
+    if request.path.startswith(CORS_PREFIX):
+        response.headers["Access-Control-Allow-Origin"] = _settings().cors_origin
+        response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+        response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+        response.headers["Access-Control-Expose-Headers"] = "X-Request-ID"
+        response.headers["Access-Control-Max-Age"] = "86400"
+        if _settings().cors_origin != "*":
+            response.headers["Vary"] = "Origin"
+    # Route pattern and service id only: paths and bodies may carry patient data.
+    log.info(
+        "request",
+        extra={
+            "request_id": g.get("request_id"),
+            "method": request.method,
+            "route": request.url_rule.rule if request.url_rule else None,
+            "service": g.get("service_id"),
+            "status": response.status_code,
+            "latency_ms": round(
+                (time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 1
+            ),
+            "cards": g.get("card_count"),
+        },
+    )
+    return response
+
+
+def register(app: Flask) -> None:
+    app.register_blueprint(bp)
+    app.register_error_handler(ApiError, _on_api_error)
+    app.register_error_handler(HTTPException, _on_http_error)
+    app.register_error_handler(Exception, _on_unexpected)
+    app.before_request(_before)
+    app.after_request(_after)

@@ -1,0 +1,86 @@
+"""Settings: every environment variable the service reads, in one place, validated at start.
+
+`Settings.from_env()` is the only reader of `os.environ`; the app and the CLI pass the object
+around. A bad value stops the service with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+DEFAULT_DATABASE_URL = "sqlite:///" + str(Path("var") / "vitd-cds.sqlite3")
+
+
+class ConfigError(ValueError):
+    """A setting has a value the service cannot run with."""
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name} must be 0 or 1, not {raw!r}")
+
+
+def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+    if not value >= minimum:  # also rejects NaN
+        raise ConfigError(f"{name} must be at least {minimum}, not {raw!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    migrate_on_start: bool = True
+    auth_disabled: bool = False
+    allow_insecure_bind: bool = False
+    trusted_issuers_file: str | None = None
+    public_base_url: str | None = None
+    max_body_bytes: int = 5 * 1024 * 1024
+    fhir_budget_s: float = 3.0
+    fhir_connect_timeout_s: float = 1.0
+    fhir_max_pages: int = 10
+    fhir_max_response_bytes: int = 10 * 1024 * 1024
+    fhir_max_workers: int = 8
+    cors_origin: str = "*"
+    # Tests switch this on: every response is checked against the CDS Hooks response schema.
+    validate_responses: bool = False
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        return cls(
+            database_url=env.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+            migrate_on_start=_flag(env, "CDS_DB_MIGRATE", True),
+            auth_disabled=_flag(env, "CDS_AUTH_DISABLED", False),
+            allow_insecure_bind=_flag(env, "CDS_ALLOW_INSECURE_BIND", False),
+            trusted_issuers_file=env.get("CDS_TRUSTED_ISSUERS_FILE") or None,
+            public_base_url=env.get("CDS_PUBLIC_BASE_URL") or None,
+            max_body_bytes=int(_number(env, "CDS_MAX_BODY_BYTES", 5 * 1024 * 1024, minimum=1024)),
+            fhir_budget_s=_number(env, "CDS_FHIR_BUDGET_S", 3.0, minimum=0.05),
+            fhir_connect_timeout_s=_number(env, "CDS_FHIR_CONNECT_TIMEOUT_S", 1.0, minimum=0.01),
+            fhir_max_pages=int(_number(env, "CDS_FHIR_MAX_PAGES", 10, minimum=1)),
+            fhir_max_response_bytes=int(
+                _number(env, "CDS_FHIR_MAX_RESPONSE_BYTES", 10 * 1024 * 1024, minimum=1024)
+            ),
+            fhir_max_workers=int(_number(env, "CDS_FHIR_MAX_WORKERS", 8, minimum=1)),
+            cors_origin=env.get("CDS_CORS_ORIGIN") or "*",
+        )
+
+    def with_overrides(self, **changes: object) -> Settings:
+        return replace(self, **changes)

@@ -1,0 +1,172 @@
+"""From gathered FHIR JSON to `Facts`: the one place where raw resources become typed values.
+
+FHIR search results and prefetch are untrusted supersets (contract §2): every resource is
+checked here for the patient it names and for its status before an extractor reads it.
+Anything that cannot be read is skipped and counted, never fatal.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime
+from typing import Any
+
+from ..gather import Gathered
+from .conditions import read_conditions
+from .labs import read_calcium_levels, read_vitamin_d_levels
+from .medications import read_medication
+from .model import Facts, Medication, MedicationSource
+from .patient import read_patient
+
+__all__ = ["Facts", "build_facts"]
+
+# Orders on file that count as current (contract §2: "active MedicationRequests/Statements").
+ACTIVE_STATUSES = frozenset({"active"})
+# Draft orders: order-sign may carry re-signed, non-draft orders; only these are not orders.
+DEAD_DRAFT_STATUSES = frozenset(
+    {"entered-in-error", "cancelled", "completed", "stopped", "revoked"}
+)
+MEDICATION_USE_TYPES = frozenset({"MedicationRequest", "MedicationOrder", "MedicationStatement"})
+
+
+def _patient_pattern(patient_id: str) -> re.Pattern[str]:
+    pid = re.escape(patient_id)
+    return re.compile(rf"(?:^|/)Patient/{pid}(?:/_history/[^/]+)?$|^urn:uuid:{pid}$")
+
+
+def _subject_reference(resource: Mapping[str, Any]) -> str | None:
+    for field in ("subject", "patient"):  # DSTU2 MedicationOrder names the patient `patient`
+        ref = resource.get(field)
+        if isinstance(ref, Mapping) and isinstance(ref.get("reference"), str):
+            return ref["reference"]
+    return None
+
+
+class _Reader:
+    """Per-call filtering state: which patient, and how many resources were skipped."""
+
+    def __init__(self, patient_id: str) -> None:
+        self.patient_id = patient_id
+        self._pattern = _patient_pattern(patient_id)
+        self.skipped = 0
+
+    def belongs(self, resource: Mapping[str, Any], *, required: bool = True) -> bool:
+        ref = _subject_reference(resource)
+        if ref is None:
+            return not required
+        return bool(self._pattern.search(ref))
+
+    def of_type(
+        self, resources: Iterable[Any], types: frozenset[str], *, subject_required: bool = True
+    ) -> Iterator[dict]:
+        for resource in resources:
+            if not isinstance(resource, dict) or resource.get("resourceType") not in types:
+                continue
+            if self.belongs(resource, required=subject_required):
+                yield resource
+            else:
+                self.skipped += 1
+
+    def medications(
+        self,
+        resources: list[Any],
+        source: MedicationSource,
+        referenced: Mapping[str, dict],
+        keep: Any,
+        *,
+        subject_required: bool = True,
+    ) -> list[Medication]:
+        out = []
+        for resource in self.of_type(
+            resources, MEDICATION_USE_TYPES, subject_required=subject_required
+        ):
+            if not keep(resource.get("status")):
+                continue
+            med = read_medication(resource, source, medications=referenced)
+            if med is not None:
+                out.append(med)
+        return out
+
+
+def _medication_index(resources: Iterable[Any], full_urls: Iterable[str | None] = ()) -> dict:
+    """References -> Medication resources (from `_include`, or beside the orders in a Bundle)."""
+    index: dict[str, dict] = {}
+    urls = list(full_urls)
+    for n, resource in enumerate(resources):
+        if isinstance(resource, dict) and resource.get("resourceType") == "Medication":
+            if isinstance(resource.get("id"), str):
+                index[f"Medication/{resource['id']}"] = resource
+            if n < len(urls) and urls[n]:
+                index[urls[n]] = resource
+    return index
+
+
+def _draft_entries(context: Mapping[str, Any]) -> tuple[list[Any], list[str | None]]:
+    bundle = context.get("draftOrders")
+    entries = bundle.get("entry") if isinstance(bundle, Mapping) else None
+    resources: list[Any] = []
+    urls: list[str | None] = []
+    for entry in entries if isinstance(entries, list) else ():
+        if isinstance(entry, Mapping):
+            resources.append(entry.get("resource"))
+            url = entry.get("fullUrl")
+            urls.append(url if isinstance(url, str) else None)
+    return resources, urls
+
+
+def build_facts(
+    request: Mapping[str, Any], gathered: Gathered, *, service_id: str, now: datetime
+) -> Facts:
+    """Typed facts for one call. `request` is schema-valid; `gathered` is untrusted content."""
+    context = request["context"]
+    reader = _Reader(context["patientId"])
+    res = gathered.resources
+
+    patients = [
+        p
+        for p in res.get("patient", [])
+        if isinstance(p, dict) and p.get("resourceType") == "Patient"
+    ]
+    patient_resource = next((p for p in patients if p.get("id") == reader.patient_id), None)
+    reader.skipped += len(patients) - (patient_resource is not None)
+
+    observations = list(reader.of_type(res.get("observations", []), frozenset({"Observation"})))
+    conditions = list(reader.of_type(res.get("conditions", []), frozenset({"Condition"})))
+
+    on_file = [
+        *reader.medications(
+            res.get("medicationRequests", []),
+            MedicationSource.REQUEST,
+            _medication_index(res.get("medicationRequests", [])),
+            lambda status: status in ACTIVE_STATUSES,
+        ),
+        *reader.medications(
+            res.get("medicationStatements", []),
+            MedicationSource.STATEMENT,
+            _medication_index(res.get("medicationStatements", [])),
+            lambda status: status in ACTIVE_STATUSES,
+        ),
+    ]
+    draft_resources, draft_urls = _draft_entries(context)
+    drafts = reader.medications(
+        draft_resources,
+        MedicationSource.DRAFT,
+        _medication_index(draft_resources, draft_urls),
+        lambda status: status not in DEAD_DRAFT_STATUSES,
+        subject_required=False,  # drafts are this patient's by context; others' are dropped
+    )
+
+    return Facts(
+        now=now,
+        service_id=service_id,
+        hook=request["hook"],
+        patient=read_patient(patient_resource, now),
+        vitamin_d_levels=read_vitamin_d_levels(observations),
+        calcium_levels=read_calcium_levels(observations),
+        medications=tuple(on_file),
+        drafts=tuple(drafts),
+        selections=tuple(context.get("selections") or ()),
+        conditions=read_conditions(conditions),
+        skipped=gathered.skipped + reader.skipped,
+    )

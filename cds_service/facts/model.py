@@ -1,0 +1,188 @@
+"""Plain typed facts about one patient at one moment: what the guideline rules read.
+
+No I/O and no FHIR JSON here: the extractors in this package turn raw resources into these
+values, and rules never see anything else. Units are fixed by the field names (ng/mL, IU/day,
+mg, years) so no rule has to convert.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+
+class Ingredient(enum.StrEnum):
+    """Ingredients the service reasons about (one product may carry several)."""
+
+    VITAMIN_D3 = "vitamin-d3"  # cholecalciferol
+    VITAMIN_D2 = "vitamin-d2"  # ergocalciferol
+    VITAMIN_D_UNSPECIFIED = "vitamin-d"  # "Vitamin D 250 UNT": D3 or D2 not said
+    CALCIUM = "calcium"  # calcium salt given as a calcium supplement
+    VITAMIN_K1 = "vitamin-k1"  # phytonadione / phylloquinone
+    VITAMIN_K2 = "vitamin-k2"  # menaquinone (MK-7, MK-4 / menatetrenone)
+    VITAMIN_K_UNSPECIFIED = "vitamin-k"  # "Vitamin K 0.04 MG": K1 or K2 not said
+    VKA = "vka"  # warfarin, acenocoumarol, phenprocoumon, fluindione, phenindione
+    DOAC = "doac"  # apixaban, rivaroxaban, edoxaban, dabigatran
+    HEPARIN = "heparin"  # unfractionated and low-molecular-weight heparins
+
+    @property
+    def is_vitamin_d(self) -> bool:
+        return self in VITAMIN_D_INGREDIENTS
+
+    @property
+    def is_vitamin_k(self) -> bool:
+        return self in VITAMIN_K_INGREDIENTS
+
+
+VITAMIN_D_INGREDIENTS = frozenset(
+    {Ingredient.VITAMIN_D3, Ingredient.VITAMIN_D2, Ingredient.VITAMIN_D_UNSPECIFIED}
+)
+VITAMIN_K_INGREDIENTS = frozenset(
+    {Ingredient.VITAMIN_K1, Ingredient.VITAMIN_K2, Ingredient.VITAMIN_K_UNSPECIFIED}
+)
+
+
+class MedicationSource(enum.StrEnum):
+    REQUEST = "MedicationRequest"  # an order on file (status active)
+    STATEMENT = "MedicationStatement"  # patient-reported / OTC use on file
+    DRAFT = "draft"  # in context.draftOrders (order-select / order-sign)
+
+
+@dataclass(frozen=True)
+class Patient:
+    id: str | None
+    birth_date: date | None
+    age_years: int | None  # whole years at the hook's time; None without birthDate
+    age_days: int | None  # for infants (< 1 year)
+    sex: str | None  # FHIR administrative gender: male | female | other | unknown
+    deceased: bool
+
+
+@dataclass(frozen=True)
+class VitaminDLevel:
+    """One total 25(OH)D result, normalised to ng/mL when it can be read."""
+
+    observation_id: str | None
+    loinc: str
+    status: str
+    when: datetime | None  # effectiveDateTime, effectivePeriod.end, else issued (UTC-aware)
+    ng_ml: float | None  # None when uninterpretable
+    comparator: str | None  # "<", "<=", ">", ">=" as sent; "<5" counts as below 5
+    raw_value: str | None  # the value as sent (for card text), e.g. "5" or None
+    raw_unit: str | None  # the unit as sent, e.g. "nmol/L"
+
+    @property
+    def interpretable(self) -> bool:
+        return self.ng_ml is not None
+
+
+@dataclass(frozen=True)
+class CalciumLevel:
+    """One serum calcium result, normalised to mg/dL (mmol/L × 4.008)."""
+
+    observation_id: str | None
+    loinc: str
+    status: str
+    when: datetime | None
+    mg_dl: float | None
+    raw_value: str | None
+    raw_unit: str | None
+
+
+@dataclass(frozen=True)
+class IngredientAmount:
+    """How much of one ingredient one unit of the product holds (tablet, capsule, mL, drop)."""
+
+    ingredient: Ingredient
+    amount: float
+    unit: str  # "IU" for vitamin D; "mg" elemental for calcium; "ug" for vitamin K; "mg" others
+
+
+@dataclass(frozen=True)
+class Medication:
+    """One medication use (order, statement or draft) with what the service recognised."""
+
+    id: str | None  # resource id (drafts: the id to name in a delete action)
+    resource_type: str  # MedicationRequest, MedicationStatement, MedicationOrder
+    source: MedicationSource
+    status: str | None
+    name: str  # best human-readable name (code text/display), for card text
+    codes: tuple[tuple[str, str], ...]  # (system, code) pairs seen on the product
+    ingredients: frozenset[Ingredient]
+    strengths: tuple[IngredientAmount, ...] = ()  # per unit, where known
+    # Per administration and per day, by ingredient family; None = could not be worked out.
+    vitamin_d_iu_per_dose: float | None = None
+    vitamin_d_iu_per_day: float | None = None  # daily-equivalent, averaged over the period
+    calcium_mg_per_dose: float | None = None  # elemental calcium
+    calcium_mg_per_day: float | None = None
+    vitamin_k_ug_per_dose: float | None = None
+    vitamin_k_ug_per_day: float | None = None
+    course_days: float | None = None  # boundsDuration / count-limited course length
+    authored: datetime | None = None
+
+    def has(self, *ingredients: Ingredient) -> bool:
+        return any(i in self.ingredients for i in ingredients)
+
+    @property
+    def has_vitamin_d(self) -> bool:
+        return any(i.is_vitamin_d for i in self.ingredients)
+
+    @property
+    def has_vitamin_k(self) -> bool:
+        return any(i.is_vitamin_k for i in self.ingredients)
+
+
+class ConditionCategory(enum.StrEnum):
+    """The condition groups of the contract (§4, §5); codes in knowledge/conditions.json."""
+
+    OSTEOPOROSIS = "osteoporosis"
+    OSTEOPENIA = "osteopenia"
+    VITAMIN_D_DEFICIENCY = "vitamin-d-deficiency"
+    HYPERCALCEMIA = "hypercalcemia"
+    NEPHROLITHIASIS = "nephrolithiasis"
+    CKD_3_5 = "ckd-3-5"
+    SARCOIDOSIS = "sarcoidosis"
+    PRIMARY_HYPERPARATHYROIDISM = "primary-hyperparathyroidism"
+    FALLS = "falls"
+    MALABSORPTION = "malabsorption"
+    PREGNANCY = "pregnancy"
+
+
+@dataclass(frozen=True)
+class Condition:
+    condition_id: str | None
+    categories: frozenset[ConditionCategory]
+    code: tuple[str, str]  # (system, code) that matched
+    display: str | None
+    onset: datetime | None
+
+
+@dataclass(frozen=True)
+class Facts:
+    """Everything the rules may know about one call."""
+
+    now: datetime  # the hook's time (UTC-aware)
+    service_id: str
+    hook: str
+    patient: Patient | None
+    vitamin_d_levels: tuple[VitaminDLevel, ...] = ()  # newest first
+    calcium_levels: tuple[CalciumLevel, ...] = ()  # newest first
+    medications: tuple[Medication, ...] = ()  # active requests and statements on file
+    drafts: tuple[Medication, ...] = ()  # draft orders in context (ours only)
+    selections: tuple[str, ...] = ()  # order-select: "MedicationRequest/<id>" selected
+    conditions: tuple[Condition, ...] = ()
+    tenant: str | None = None
+    skipped: int = 0  # resources that could not be read and were skipped
+    notes: tuple[str, ...] = field(default=())  # non-clinical notes (e.g. "no birthDate")
+
+    @property
+    def categories(self) -> frozenset[ConditionCategory]:
+        out: set[ConditionCategory] = set()
+        for c in self.conditions:
+            out |= c.categories
+        return frozenset(out)
+
+    @property
+    def pregnant(self) -> bool:
+        return ConditionCategory.PREGNANCY in self.categories

@@ -1,0 +1,62 @@
+"""JSON parsing and JSON Schema checks at the edge (compiled once per process)."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
+from .errors import BadRequest
+
+MAX_DETAILS = 10
+MAX_MESSAGE = 200
+
+
+@cache
+def validator(name: str) -> Draft202012Validator:
+    """The compiled validator for `schemas/<name>.schema.json`."""
+    text = resources.files(__package__).joinpath(f"schemas/{name}.schema.json").read_text("utf-8")
+    schema = json.loads(text)
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json(raw: bytes) -> Any:
+    """Strict JSON: UTF-8, no NaN/Infinity. Raises BadRequest naming the problem."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("malformed JSON", ["the body is not UTF-8"]) from None
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise BadRequest("malformed JSON", ["nested too deeply"]) from None
+    except ValueError as exc:
+        detail = f"line {exc.lineno} column {exc.colno}" if hasattr(exc, "lineno") else str(exc)
+        raise BadRequest("malformed JSON", [detail]) from None
+
+
+def _describe(error: ValidationError) -> str:
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+    message = error.message
+    if len(message) > MAX_MESSAGE:
+        message = message[: MAX_MESSAGE - 1] + "…"
+    return f"{where.lstrip('.') or '(root)'}: {message}"
+
+
+def check(name: str, instance: Any, error: str) -> None:
+    """Raise BadRequest(error) listing up to MAX_DETAILS schema violations, deepest first."""
+    errors = sorted(
+        validator(name).iter_errors(instance),
+        key=lambda e: (-len(e.absolute_path), list(map(str, e.absolute_path))),
+    )
+    if errors:
+        raise BadRequest(error, [_describe(e) for e in errors[:MAX_DETAILS]])
