@@ -1,0 +1,180 @@
+"""The durable store: cards issued and feedback on them (SQLAlchemy Core; Alembic migrations).
+
+SQLite by default, PostgreSQL when `DATABASE_URL` says so. No patient data is stored: a card is
+kept as uuid, service, topic, indicator and time; feedback as its outcome, override reason code
+and accepted suggestion ids. The clinician's free-text `userComment` is NOT stored, because it
+may name the patient.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+log = logging.getLogger(__name__)
+
+metadata = sa.MetaData()
+
+issued_card = sa.Table(
+    "issued_card",
+    metadata,
+    sa.Column("card_uuid", sa.String(64), primary_key=True),
+    sa.Column("service_id", sa.String(64), nullable=False),
+    sa.Column("topic", sa.String(64)),
+    sa.Column("indicator", sa.String(16), nullable=False),
+    sa.Column("issued_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+feedback = sa.Table(
+    "feedback",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("item_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("service_id", sa.String(64), nullable=False),
+    sa.Column("card_uuid", sa.String(128), nullable=False, index=True),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("override_reason_system", sa.String(1024)),
+    sa.Column("override_reason_code", sa.String(256)),
+    sa.Column("accepted_suggestion_ids", sa.Text),
+    sa.Column("outcome_timestamp", sa.String(64), nullable=False),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+def normalise_url(url: str) -> str:
+    """Use psycopg 3 for PostgreSQL whatever scheme spelling the environment gives."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def item_hash(service_id: str, item: Mapping[str, Any]) -> str:
+    """Identity of one feedback item: the same item sent twice hashes the same."""
+    canonical = json.dumps([service_id, item], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        url = normalise_url(url)
+        kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        parsed = sa.engine.make_url(url)
+        if parsed.get_backend_name() == "sqlite":
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 15}
+        self.engine = sa.create_engine(url, **kwargs)
+        if self.engine.dialect.name == "sqlite":
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision (idempotent; safe on every start)."""
+        from alembic import command
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option(
+            "script_location", str(resources.files("cds_service").joinpath("migrations"))
+        )
+        with self.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+    def ping(self) -> bool:
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(sa.text("SELECT 1"))
+            return True
+        except Exception:
+            log.warning("store unreachable")
+            return False
+
+    def _insert(self, table: sa.Table):
+        dialect_insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+        return dialect_insert(table)
+
+    def record_cards(
+        self, service_id: str, cards: Sequence[Mapping], *, issued_at: datetime
+    ) -> None:
+        rows = [
+            {
+                "card_uuid": card["uuid"],
+                "service_id": service_id,
+                "topic": card.get("source", {}).get("topic", {}).get("code"),
+                "indicator": card["indicator"],
+                "issued_at": issued_at,
+            }
+            for card in cards
+        ]
+        if rows:
+            with self.engine.begin() as connection:
+                connection.execute(self._insert(issued_card).on_conflict_do_nothing(), rows)
+
+    def save_feedback(
+        self, service_id: str, items: Sequence[Mapping], *, received_at: datetime
+    ) -> int:
+        """Store a batch in one transaction; an item already stored is skipped. Returns new rows."""
+        rows: dict[str, dict[str, Any]] = {}
+        for item in items:
+            reason = (item.get("overrideReason") or {}).get("reason") or {}
+            accepted = [s["id"] for s in item.get("acceptedSuggestions", [])]
+            digest = item_hash(service_id, item)
+            rows[digest] = {
+                "item_hash": digest,
+                "service_id": service_id,
+                "card_uuid": item["card"],
+                "outcome": item["outcome"],
+                "override_reason_system": reason.get("system"),
+                "override_reason_code": reason.get("code"),
+                "accepted_suggestion_ids": json.dumps(accepted) if accepted else None,
+                "outcome_timestamp": item["outcomeTimestamp"],
+                "received_at": received_at,
+            }
+        stored = 0
+        with self.engine.begin() as connection:
+            statement = (
+                self._insert(feedback)
+                .on_conflict_do_nothing(index_elements=["item_hash"])
+                .returning(feedback.c.id)
+            )
+            for row in rows.values():  # one by one: a returned id means the row is new
+                stored += len(connection.execute(statement, row).all())
+        return stored
+
+    def feedback_for_card(self, card_uuid: str) -> list[dict[str, Any]]:
+        """Feedback rows for a card, each with the topic of the card when it was issued here."""
+        query = (
+            sa.select(feedback, issued_card.c.topic)
+            .select_from(
+                feedback.outerjoin(issued_card, feedback.c.card_uuid == issued_card.c.card_uuid)
+            )
+            .where(feedback.c.card_uuid == card_uuid)
+            .order_by(feedback.c.id)
+        )
+        with self.engine.connect() as connection:
+            rows = [dict(row._mapping) for row in connection.execute(query)]
+        for row in rows:  # SQLite keeps no zone: values were written as UTC
+            if row["received_at"].tzinfo is None:
+                row["received_at"] = row["received_at"].replace(tzinfo=UTC)
+        return rows
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=15000")
+    cursor.close()
