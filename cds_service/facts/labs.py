@@ -1,0 +1,178 @@
+"""Observations as 25(OH)D levels (ng/mL) and serum calcium (mg/dL); codes in knowledge/labs.json.
+
+Rules of reading (contract §5): accepted LOINC codes only, never 1,25-dihydroxy or D2-only (an
+Observation carrying an excluded code is excluded even if it also carries an accepted one);
+status final/amended/corrected only; date = effectiveDateTime, effectivePeriod.end, else issued.
+A result whose unit is unknown or whose value is not a number is kept as uninterpretable
+(`ng_ml=None`) so the rules can say the latest result could not be read.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any, TypeVar
+
+from ..knowledge import load
+from .fhirdates import parse_instant
+from .model import CalciumLevel, VitaminDLevel
+
+UCUM = "http://unitsofmeasure.org"
+COMPARATORS = frozenset({"<", "<=", ">", ">="})
+_VALUE_STRING = re.compile(r"^\s*(<=|>=|<|>)?\s*(\d+(?:\.\d+)?)\s*(\S+)\s*$")
+
+T = TypeVar("T")
+
+
+def _knowledge() -> dict:
+    return load("labs")
+
+
+def _codes(entries: list[dict]) -> frozenset[str]:
+    return frozenset(e["code"] for e in entries)
+
+
+def _loinc_codes(resource: dict) -> list[str]:
+    code = resource.get("code")
+    codings = code.get("coding") if isinstance(code, dict) else None
+    if not isinstance(codings, list):
+        return []
+    system = _knowledge()["loinc_system"]
+    return [
+        c["code"]
+        for c in codings
+        if isinstance(c, dict) and c.get("system") == system and isinstance(c.get("code"), str)
+    ]
+
+
+def _when(resource: dict) -> datetime | None:
+    period = resource.get("effectivePeriod")
+    for value in (
+        resource.get("effectiveDateTime"),
+        period.get("end") if isinstance(period, dict) else None,
+        resource.get("issued"),
+        resource.get("effectiveInstant"),
+    ):
+        parsed = parse_instant(value)
+        if parsed is not None:
+            return parsed
+    return None
+
+
+def _unit_key(unit: str, table: dict[str, Any]) -> str | None:
+    """The table's spelling of `unit`, matched case-insensitively (ng/ml = ng/mL)."""
+    wanted = unit.strip().lower()
+    return next((key for key in table if key.lower() == wanted), None)
+
+
+def _quantity(resource: dict) -> tuple[float | None, str | None, str | None, str | None]:
+    """(number, comparator, raw value text, unit text) from valueQuantity or a plain valueString."""
+    quantity = resource.get("valueQuantity")
+    if isinstance(quantity, dict):
+        raw = quantity.get("value")
+        number = None
+        if isinstance(raw, int | float) and not isinstance(raw, bool):
+            number = float(raw)
+        elif isinstance(raw, str):
+            try:
+                number = float(raw)
+            except ValueError:
+                number = None
+        comparator = quantity.get("comparator")
+        comparator = comparator if comparator in COMPARATORS else None
+        unit = None
+        if quantity.get("system") == UCUM and isinstance(quantity.get("code"), str):
+            unit = quantity["code"]
+        elif isinstance(quantity.get("unit"), str):
+            unit = quantity["unit"]
+        elif isinstance(quantity.get("code"), str):
+            unit = quantity["code"]
+        return number, comparator, None if raw is None else str(raw), unit
+    text = resource.get("valueString")
+    if isinstance(text, str):
+        match = _VALUE_STRING.match(text)
+        if match:
+            comparator, number, unit = match.groups()
+            return float(number), comparator, text.strip(), unit
+        return None, None, text.strip()[:40], None
+    return None, None, None, None
+
+
+def _readable(resource: Any, accepted: frozenset[str], excluded: frozenset[str]) -> str | None:
+    """The accepted LOINC code of a counted Observation, else None."""
+    if not isinstance(resource, dict) or resource.get("resourceType") != "Observation":
+        return None
+    if resource.get("status") not in _knowledge()["vitamin_d_25oh"]["statuses"]["values"]:
+        return None
+    codes = _loinc_codes(resource)
+    if any(c in excluded for c in codes):
+        return None
+    return next((c for c in codes if c in accepted), None)
+
+
+def _newest_first(items: list[T], when: Callable[[T], datetime | None]) -> tuple[T, ...]:
+    dated = sorted((i for i in items if when(i) is not None), key=when, reverse=True)  # type: ignore[arg-type,return-value]
+    return tuple(dated + [i for i in items if when(i) is None])
+
+
+def read_vitamin_d_levels(observations: Iterable[Any]) -> tuple[VitaminDLevel, ...]:
+    vd = _knowledge()["vitamin_d_25oh"]
+    accepted, excluded = _codes(vd["accepted"]), _codes(vd["excluded"])
+    units = vd["units_to_ng_ml"]
+    ceiling = vd["plausible_max_ng_ml"]["value"]
+    levels = []
+    for resource in observations:
+        loinc = _readable(resource, accepted, excluded)
+        if loinc is None:
+            continue
+        number, comparator, raw, unit = _quantity(resource)
+        key = _unit_key(unit, units) if unit else None
+        ng_ml = None
+        if number is not None and key is not None:
+            ng_ml = number * units[key]["factor"]
+            if not 0 <= ng_ml <= ceiling:
+                ng_ml = None
+        rid = resource.get("id")
+        levels.append(
+            VitaminDLevel(
+                observation_id=rid if isinstance(rid, str) else None,
+                loinc=loinc,
+                status=resource["status"],
+                when=_when(resource),
+                ng_ml=ng_ml,
+                comparator=comparator,
+                raw_value=raw,
+                raw_unit=unit,
+            )
+        )
+    return _newest_first(levels, lambda lvl: lvl.when)
+
+
+def read_calcium_levels(observations: Iterable[Any]) -> tuple[CalciumLevel, ...]:
+    ca = _knowledge()["calcium"]
+    accepted = _codes(ca["codes"])
+    units = ca["units_to_mg_dl"]
+    levels = []
+    for resource in observations:
+        loinc = _readable(resource, accepted, frozenset())
+        if loinc is None:
+            continue
+        number, _comparator, raw, unit = _quantity(resource)
+        key = _unit_key(unit, units) if unit else None
+        mg_dl = (
+            number * units[key]["factor"] if number is not None and key and number >= 0 else None
+        )
+        rid = resource.get("id")
+        levels.append(
+            CalciumLevel(
+                observation_id=rid if isinstance(rid, str) else None,
+                loinc=loinc,
+                status=resource["status"],
+                when=_when(resource),
+                mg_dl=mg_dl,
+                raw_value=raw,
+                raw_unit=unit,
+            )
+        )
+    return _newest_first(levels, lambda lvl: lvl.when)
