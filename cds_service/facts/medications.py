@@ -1,0 +1,333 @@
+"""Medication uses (MedicationRequest, MedicationStatement, DSTU2 MedicationOrder) as facts:
+which ingredients we recognise (knowledge/medications.json), strengths and daily doses.
+
+The product is found in `medicationCodeableConcept`, or through `medicationReference` in a
+contained Medication ("#id") or one given beside the order (`_include`, same Bundle). Codes are
+matched exactly (ATC classes by prefix); text is matched per '/'-separated name component,
+word-aware and case-insensitive. Odd shapes are read as missing, never raised on.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from ..knowledge import load
+from . import dosing
+from .fhirdates import parse_instant
+from .model import Ingredient, IngredientAmount, Medication, MedicationSource
+
+USE_TYPES = frozenset({"MedicationRequest", "MedicationStatement", "MedicationOrder"})
+
+
+@dataclass(frozen=True)
+class _Matchers:
+    rxnorm_system: str
+    atc_system: str
+    rxnorm: dict[str, frozenset[Ingredient]]
+    atc_exact: dict[str, frozenset[Ingredient]]
+    atc_prefix: tuple[tuple[str, Ingredient], ...]
+    patterns: tuple[tuple[re.Pattern[str], Ingredient], ...]
+    calcium_exclusion: re.Pattern[str]
+
+
+@cache
+def _matchers() -> _Matchers:
+    data = load("medications")
+    rxnorm: dict[str, set[Ingredient]] = {}
+    atc_exact: dict[str, set[Ingredient]] = {}
+    atc_prefix: list[tuple[str, Ingredient]] = []
+    patterns: list[tuple[re.Pattern[str], Ingredient]] = []
+    for name, entry in data["ingredients"].items():
+        ingredient = Ingredient(name)
+        for code in entry["rxnorm"]:
+            rxnorm.setdefault(code["code"], set()).add(ingredient)
+        for code in entry["atc"]:
+            if code.get("prefix"):
+                atc_prefix.append((code["code"].upper(), ingredient))
+            else:
+                atc_exact.setdefault(code["code"].upper(), set()).add(ingredient)
+        for pattern in entry["patterns"]:
+            patterns.append((re.compile(pattern["regex"], re.IGNORECASE), ingredient))
+    exclusion = data["ingredients"]["calcium"]["not_in_component_with"]["regex"]
+    return _Matchers(
+        rxnorm_system=data["systems"]["rxnorm"],
+        atc_system=data["systems"]["atc"],
+        rxnorm={k: frozenset(v) for k, v in rxnorm.items()},
+        atc_exact={k: frozenset(v) for k, v in atc_exact.items()},
+        atc_prefix=tuple(atc_prefix),
+        patterns=tuple(patterns),
+        calcium_exclusion=re.compile(exclusion, re.IGNORECASE),
+    )
+
+
+def components(text: str) -> list[str]:
+    """RxNorm-style names list ingredients separated by ' / '; brands sit in [brackets]."""
+    return [part.strip() for part in re.split(r"\s/\s|\s\+\s|/", text) if part.strip()]
+
+
+def recognise_text(text: str) -> frozenset[Ingredient]:
+    matchers = _matchers()
+    found: set[Ingredient] = set()
+    for component in components(text):
+        for pattern, ingredient in matchers.patterns:
+            if pattern.search(component):
+                if ingredient is Ingredient.CALCIUM and matchers.calcium_exclusion.search(
+                    component
+                ):
+                    continue
+                found.add(ingredient)
+    # A specific form makes the unspecified one redundant ("Vitamin D3" is not also "vitamin D").
+    if found & {Ingredient.VITAMIN_D3, Ingredient.VITAMIN_D2}:
+        found.discard(Ingredient.VITAMIN_D_UNSPECIFIED)
+    if found & {Ingredient.VITAMIN_K1, Ingredient.VITAMIN_K2}:
+        found.discard(Ingredient.VITAMIN_K_UNSPECIFIED)
+    return frozenset(found)
+
+
+def recognise(codings: Iterable[tuple[Any, Any]], texts: Iterable[Any]) -> frozenset[Ingredient]:
+    """Ingredients named by any coding (system, code) or any text."""
+    matchers = _matchers()
+    found: set[Ingredient] = set()
+    for system, code in codings:
+        if not isinstance(code, str):
+            continue
+        code = code.strip()
+        if system == matchers.rxnorm_system:
+            found |= matchers.rxnorm.get(code, frozenset())
+        elif system == matchers.atc_system:
+            upper = code.upper()
+            found |= matchers.atc_exact.get(upper, frozenset())
+            found |= {i for prefix, i in matchers.atc_prefix if upper.startswith(prefix)}
+    for text in texts:
+        if isinstance(text, str):
+            found |= recognise_text(text)
+    return frozenset(found)
+
+
+def _concept_parts(concept: Any) -> tuple[list[tuple[Any, Any]], list[str]]:
+    """(system, code) pairs and texts (text first, then displays) of a CodeableConcept."""
+    if not isinstance(concept, dict):
+        return [], []
+    codings = (
+        [c for c in concept.get("coding", []) if isinstance(c, dict)]
+        if isinstance(concept.get("coding"), list)
+        else []
+    )
+    texts = [concept["text"]] if isinstance(concept.get("text"), str) else []
+    texts += [c["display"] for c in codings if isinstance(c.get("display"), str)]
+    return [(c.get("system"), c.get("code")) for c in codings], texts
+
+
+def _find_medication(resource: dict, referenced: Mapping[str, dict]) -> dict | None:
+    ref = resource.get("medicationReference")
+    target = ref.get("reference") if isinstance(ref, dict) else None
+    if not isinstance(target, str):
+        return None
+    if target.startswith("#"):
+        for contained in (
+            resource.get("contained", []) if isinstance(resource.get("contained"), list) else ()
+        ):
+            if isinstance(contained, dict) and contained.get("id") == target[1:]:
+                return contained
+        return None
+    if target in referenced:
+        return referenced[target]
+    tail = re.search(r"Medication/[^/]+$", target)
+    return referenced.get(tail.group(0)) if tail else None
+
+
+def _product(resource: dict, referenced: Mapping[str, dict]):
+    """Codings, texts, and per-ingredient strengths stated by a Medication resource."""
+    codings, texts = _concept_parts(resource.get("medicationCodeableConcept"))
+    medication = _find_medication(resource, referenced)
+    stated: list[IngredientAmount] = []
+    if isinstance(medication, dict):
+        med_codings, med_texts = _concept_parts(medication.get("code"))
+        codings += med_codings
+        texts += med_texts
+        if not texts:
+            ref = resource.get("medicationReference")
+            if isinstance(ref.get("display"), str):
+                texts.append(ref["display"])
+        for item in (
+            medication.get("ingredient", [])
+            if isinstance(medication.get("ingredient"), list)
+            else ()
+        ):
+            if not isinstance(item, dict):
+                continue
+            item_codings, item_texts = _concept_parts(item.get("itemCodeableConcept"))
+            ref = item.get("itemReference")
+            if isinstance(ref, dict) and isinstance(ref.get("display"), str):
+                item_texts.append(ref["display"])
+            codings += item_codings
+            texts += item_texts
+            stated += _stated_strength(item, recognise(item_codings, item_texts), item_texts)
+    else:
+        ref = resource.get("medicationReference")
+        if isinstance(ref, dict) and isinstance(ref.get("display"), str):
+            texts.append(ref["display"])
+    return codings, texts, stated
+
+
+def _stated_strength(
+    item: dict, ingredients: frozenset[Ingredient], texts: list[str]
+) -> list[IngredientAmount]:
+    """Medication.ingredient.strength (a Ratio per one unit) for a single recognised ingredient."""
+    strength = item.get("strength")
+    numerator = strength.get("numerator") if isinstance(strength, dict) else None
+    denominator = strength.get("denominator") if isinstance(strength, dict) else None
+    if len(ingredients) != 1 or not isinstance(numerator, dict):
+        return []
+    value = numerator.get("value")
+    per = denominator.get("value", 1) if isinstance(denominator, dict) else 1
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not isinstance(per, int | float)
+        or per <= 0
+    ):
+        return []
+    (ingredient,) = ingredients
+    unit = dosing.normalise_unit(numerator.get("code")) or dosing.normalise_unit(
+        numerator.get("unit")
+    )
+    amount = dosing.strength_in_base(value / per, unit, ingredient)
+    return _elemental([amount], " ".join(texts)) if amount else []
+
+
+def _elemental(amounts: list[IngredientAmount], component: str) -> list[IngredientAmount]:
+    out = []
+    for amount in amounts:
+        if amount.ingredient is Ingredient.CALCIUM:
+            fraction = dosing.calcium_fraction(component)
+            if fraction is None:
+                continue
+            amount = IngredientAmount(amount.ingredient, amount.amount * fraction, "mg")
+        out.append(amount)
+    return out
+
+
+def strengths_from_names(texts: Iterable[str]) -> tuple[IngredientAmount, ...]:
+    """Per-unit strengths parsed from the first name that states any."""
+    for text in texts:
+        found: list[IngredientAmount] = []
+        for component in components(text):
+            ingredients = recognise_text(component)
+            parsed = dosing.parse_strength(component)
+            if len(ingredients) != 1 or parsed is None:
+                continue
+            (ingredient,) = ingredients
+            amount = dosing.strength_in_base(parsed[0], parsed[1], ingredient)
+            if amount:
+                found += _elemental([amount], component)
+        if found:
+            return tuple(found)
+    return ()
+
+
+def _family_total(strengths: Iterable[IngredientAmount], family: str) -> float | None:
+    amounts = [s.amount for s in strengths if _family(s.ingredient) == family]
+    return sum(amounts) if amounts else None
+
+
+def _family(ingredient: Ingredient) -> str | None:
+    if ingredient.is_vitamin_d:
+        return "d"
+    if ingredient.is_vitamin_k:
+        return "k"
+    if ingredient is Ingredient.CALCIUM:
+        return "ca"
+    return None
+
+
+def _per_dose(
+    dose: dosing.Dose, ingredients: frozenset[Ingredient], strengths, texts
+) -> dict[str, float]:
+    """Amount of each family (d: IU, k: µg, ca: mg elemental) in one administration."""
+    families = {_family(i) for i in ingredients} - {None}
+    if dose.count is not None:
+        out = {}
+        for family in families:
+            per_unit = _family_total(strengths, family)
+            if per_unit is not None:
+                out[family] = dose.count * per_unit
+        return out
+    if dose.iu is not None:
+        return {"d": dose.iu} if "d" in families else {}
+    if dose.ug is not None and len(families) == 1:
+        (family,) = families
+        if family == "d":
+            return {"d": dose.ug * load("medications")["vitamin_d_iu_per_ug"]["value"]}
+        if family == "k":
+            return {"k": dose.ug}
+        fraction = dosing.calcium_fraction(
+            " ".join(t for t in texts if re.search("calcium", t, re.I))
+        )
+        return {"ca": dose.ug / 1000.0 * fraction} if fraction is not None else {}
+    return {}
+
+
+def read_medication(
+    resource: Any,
+    source: MedicationSource,
+    *,
+    medications: Mapping[str, dict] | None = None,
+) -> Medication | None:
+    """Facts for one medication use; None if it is not one, or names nothing we reason about."""
+    if not isinstance(resource, dict) or resource.get("resourceType") not in USE_TYPES:
+        return None
+    codings, texts, stated = _product(resource, medications or {})
+    ingredients = recognise(codings, texts)
+    if not ingredients:
+        return None
+    strengths = tuple(stated) or strengths_from_names(texts)
+
+    per_dose: dict[str, float] = {}
+    daily: dict[str, list[tuple[Any, float]]] = {}
+    course = None
+    dosages = resource.get("dosageInstruction")
+    if isinstance(dosages, dict):
+        dosages = [dosages]
+    if resource.get("resourceType") == "MedicationStatement" and isinstance(
+        resource.get("dosage"), list
+    ):
+        dosages = resource["dosage"]
+    for dosage in dosages if isinstance(dosages, list) else ():
+        if not isinstance(dosage, dict):
+            continue
+        dose = dosing.read_dose(dosage)
+        if dose is None:
+            continue
+        amounts = _per_dose(dose, ingredients, strengths, texts)
+        per_day = dosing.administrations_per_day(dosage)
+        course = course or dosing.course_days(dosage)
+        for family, amount in amounts.items():
+            per_dose[family] = max(per_dose.get(family, 0.0), amount)
+            if per_day is not None and not dosing.single_administration(dosage):
+                daily.setdefault(family, []).append((dosage.get("sequence"), amount * per_day))
+
+    name = next((t for t in texts if t.strip()), "unnamed product")
+    rid = resource.get("id")
+    return Medication(
+        id=rid if isinstance(rid, str) else None,
+        resource_type=resource["resourceType"],
+        source=source,
+        status=resource.get("status") if isinstance(resource.get("status"), str) else None,
+        name=name,
+        codes=tuple((s, c) for s, c in codings if isinstance(s, str) and isinstance(c, str)),
+        ingredients=ingredients,
+        strengths=strengths,
+        vitamin_d_iu_per_dose=per_dose.get("d"),
+        vitamin_d_iu_per_day=dosing.combine_daily(daily.get("d", [])),
+        calcium_mg_per_dose=per_dose.get("ca"),
+        calcium_mg_per_day=dosing.combine_daily(daily.get("ca", [])),
+        vitamin_k_ug_per_dose=per_dose.get("k"),
+        vitamin_k_ug_per_day=dosing.combine_daily(daily.get("k", [])),
+        course_days=course,
+        authored=parse_instant(resource.get("authoredOn") or resource.get("dateWritten")),
+    )
