@@ -53,6 +53,16 @@ def _json_body() -> Any:
     return parse_json(request.get_data(cache=False))
 
 
+def _checked(service_id: str, schema: str, error: str) -> tuple[ServiceSpec, Any]:
+    """The edge checks every call shares, in order: service, caller, media type, JSON, schema."""
+    spec = _service(service_id)
+    authenticate(request.headers.get("Authorization"), _settings())
+    body = _json_body()
+    check(schema, body, error)
+    g.service_id = spec.id
+    return spec, body
+
+
 @bp.get("/cds-services")
 def discovery():
     return jsonify(discovery_document())
@@ -60,13 +70,9 @@ def discovery():
 
 @bp.post("/cds-services/<service_id>")
 def call_service(service_id: str):
-    spec = _service(service_id)
-    authenticate(request.headers.get("Authorization"), _settings())
-    body = _json_body()
-    check("request", body, "invalid CDS Hooks request")
+    spec, body = _checked(service_id, "request", "invalid CDS Hooks request")
     if body["hook"] != spec.hook:
         raise BadRequest("hook does not match the service", [f"{spec.id} answers {spec.hook}"])
-    g.service_id = spec.id
     outcome = engine.respond(spec, body, _runtime(), datetime.now(UTC))
     g.card_count = len(outcome.response["cards"])
     if _settings().validate_responses:
@@ -76,11 +82,7 @@ def call_service(service_id: str):
 
 @bp.post("/cds-services/<service_id>/feedback")
 def feedback(service_id: str):
-    spec = _service(service_id)
-    authenticate(request.headers.get("Authorization"), _settings())
-    body = _json_body()
-    check("feedback", body, "invalid feedback")
-    g.service_id = spec.id
+    spec, body = _checked(service_id, "feedback", "invalid feedback")
     try:
         stored = _runtime().store.save_feedback(
             spec.id, body["feedback"], received_at=datetime.now(UTC)

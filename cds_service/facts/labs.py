@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -116,63 +117,89 @@ def _newest_first(items: list[T], when: Callable[[T], datetime | None]) -> tuple
     return tuple(dated + [i for i in items if when(i) is None])
 
 
-def read_vitamin_d_levels(observations: Iterable[Any]) -> tuple[VitaminDLevel, ...]:
-    vd = _knowledge()["vitamin_d_25oh"]
-    accepted, excluded = _codes(vd["accepted"]), _codes(vd["excluded"])
-    units = vd["units_to_ng_ml"]
-    ceiling = vd["plausible_max_ng_ml"]["value"]
-    levels = []
+@dataclass(frozen=True)
+class _Result:
+    """One counted Observation, its value converted by the unit table (None if unreadable)."""
+
+    observation_id: str | None
+    loinc: str
+    status: str
+    when: datetime | None
+    converted: float | None
+    comparator: str | None
+    raw_value: str | None
+    raw_unit: str | None
+
+
+def _results(
+    observations: Iterable[Any],
+    accepted: frozenset[str],
+    excluded: frozenset[str],
+    units: dict[str, Any],
+    ceiling: float,
+) -> list[_Result]:
+    out = []
     for resource in observations:
         loinc = _readable(resource, accepted, excluded)
         if loinc is None:
             continue
         number, comparator, raw, unit = _quantity(resource)
         key = _unit_key(unit, units) if unit else None
-        ng_ml = None
+        converted = None
         if number is not None and key is not None:
-            ng_ml = number * units[key]["factor"]
-            if not 0 <= ng_ml <= ceiling:
-                ng_ml = None
+            converted = number * units[key]["factor"]
+            if not 0 <= converted <= ceiling:
+                converted = None
         rid = resource.get("id")
-        levels.append(
-            VitaminDLevel(
-                observation_id=rid if isinstance(rid, str) else None,
-                loinc=loinc,
-                status=resource["status"],
-                when=_when(resource),
-                ng_ml=ng_ml,
-                comparator=comparator,
-                raw_value=raw,
-                raw_unit=unit,
+        out.append(
+            _Result(
+                rid if isinstance(rid, str) else None,
+                loinc,
+                resource["status"],
+                _when(resource),
+                converted,
+                comparator,
+                raw,
+                unit,
             )
         )
+    return out
+
+
+def read_vitamin_d_levels(observations: Iterable[Any]) -> tuple[VitaminDLevel, ...]:
+    vd = _knowledge()["vitamin_d_25oh"]
+    results = _results(
+        observations,
+        _codes(vd["accepted"]),
+        _codes(vd["excluded"]),
+        vd["units_to_ng_ml"],
+        vd["plausible_max_ng_ml"]["value"],
+    )
+    levels = [
+        VitaminDLevel(
+            r.observation_id,
+            r.loinc,
+            r.status,
+            r.when,
+            r.converted,
+            r.comparator,
+            r.raw_value,
+            r.raw_unit,
+        )
+        for r in results
+    ]
     return _newest_first(levels, lambda lvl: lvl.when)
 
 
 def read_calcium_levels(observations: Iterable[Any]) -> tuple[CalciumLevel, ...]:
     ca = _knowledge()["calcium"]
-    accepted = _codes(ca["codes"])
-    units = ca["units_to_mg_dl"]
-    levels = []
-    for resource in observations:
-        loinc = _readable(resource, accepted, frozenset())
-        if loinc is None:
-            continue
-        number, _comparator, raw, unit = _quantity(resource)
-        key = _unit_key(unit, units) if unit else None
-        mg_dl = (
-            number * units[key]["factor"] if number is not None and key and number >= 0 else None
+    results = _results(
+        observations, _codes(ca["codes"]), frozenset(), ca["units_to_mg_dl"], float("inf")
+    )
+    levels = [
+        CalciumLevel(
+            r.observation_id, r.loinc, r.status, r.when, r.converted, r.raw_value, r.raw_unit
         )
-        rid = resource.get("id")
-        levels.append(
-            CalciumLevel(
-                observation_id=rid if isinstance(rid, str) else None,
-                loinc=loinc,
-                status=resource["status"],
-                when=_when(resource),
-                mg_dl=mg_dl,
-                raw_value=raw,
-                raw_unit=unit,
-            )
-        )
+        for r in results
+    ]
     return _newest_first(levels, lambda lvl: lvl.when)
