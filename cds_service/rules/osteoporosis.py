@@ -6,7 +6,7 @@
   vitamin D suggestion while the level is deficient (the deficiency card carries the regimen).
 - k2-consideration (patient-view): osteoporosis already on >= 800 IU/day vitamin D and calcium,
   or vitamin D > 4,000 IU/day; never with any VKA, nor when a vitamin K product is on file.
-  Information only: no order is suggested.
+  Not with a high 25(OH)D either. Information only: no order is suggested.
 """
 
 from __future__ import annotations
@@ -54,6 +54,9 @@ def _k2(facts: Facts, g: Guideline) -> Finding | None:
         return None
     if any(m.has_vitamin_k for m in facts.medications):
         return None
+    level = common.current_level(facts, g)
+    if level is not None and common.above(level, g.level("high_above_ng_ml")):
+        return None  # the high-level card says hold vitamin D; adding K2 is not the question
     daily_iu = common.daily_vitamin_d(facts.medications)
     on_calcium = any(m.has(Ingredient.CALCIUM) for m in facts.medications)
     established = (
