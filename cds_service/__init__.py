@@ -48,4 +48,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["vitd.settings"] = settings
     app.extensions["vitd.runtime"] = runtime
     api.register(app)
+    from . import preview
+
+    preview.register(app, settings)
     return app

@@ -59,6 +59,8 @@ class Settings:
     fhir_max_workers: int = 8
     cors_origin: str = "*"
     guideline_profile: str = "default"
+    # The /preview page: None = on exactly when authentication is disabled.
+    preview: bool | None = None
     # Tests switch this on: every response is checked against the CDS Hooks response schema.
     validate_responses: bool = False
 
@@ -91,7 +93,13 @@ class Settings:
             fhir_max_workers=int(_number(env, "CDS_FHIR_MAX_WORKERS", 8, minimum=1)),
             cors_origin=env.get("CDS_CORS_ORIGIN") or "*",
             guideline_profile=env.get("CDS_GUIDELINE_PROFILE") or "default",
+            preview=_flag(env, "CDS_PREVIEW", None),  # type: ignore[arg-type]
         )
+
+    @property
+    def preview_enabled(self) -> bool:
+        """The card preview page is a development surface: on by default only without auth."""
+        return self.auth_disabled if self.preview is None else self.preview
 
     def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **changes)

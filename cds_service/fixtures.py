@@ -168,6 +168,10 @@ class Fixture:
         hook = HOOKS[service_id]
         context: dict[str, Any] = {"userId": "Practitioner/example", "patientId": self.patient_id}
         orders = copy.deepcopy(self.drafts if drafts is None else drafts)
+        if drafts is not None:  # orders from elsewhere are drafted for this patient
+            for order in orders:
+                if isinstance(order.get("subject"), dict):
+                    order["subject"] = {"reference": f"Patient/{self.patient_id}"}
         if hook != "patient-view":
             context["draftOrders"] = {
                 "resourceType": "Bundle",
@@ -202,6 +206,13 @@ def load(name: str, now: datetime | None = None) -> Fixture:
         raise FixtureError(f"fixtures/patients/{name}.json: {exc}") from None
     today = (now or datetime.now(UTC)).date()
     return Fixture(name=name, bundle=_shift(bundle, (today - anchor).days))
+
+
+def draft_library() -> dict[str, dict[str, Any]]:
+    """Every draft order of the library by "<fixture>/<id>", to try on any patient."""
+    return {
+        f"{name}/{order['id']}": order for name in names() for order in load(name).drafts
+    }
 
 
 # --- The library's README: generated from the fixture files and expected.json, never by hand ---
