@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from fhir.resources.R4B.bundle import Bundle
 
-from cds_service.fhir_server import create_fhir_app
+from cds_service import fixture_check
+from cds_service.fhir_server import FixtureFhirServer, create_fhir_app
 from cds_service.registry import prefetch_keys
 
 OUR_CODES = "http://loinc.org|62292-8,http://loinc.org|1989-3,http://loinc.org|14635-7"
@@ -65,3 +66,15 @@ def test_only_the_searches_of_our_templates(fhir):
     capability = fhir.get("/metadata").get_json()
     types = {r["type"] for r in capability["rest"][0]["resource"]}
     assert types == {t.split("/")[0] for t in advertised}
+
+
+def test_the_service_gets_the_same_answers_from_it_as_from_prefetch():
+    """Every fixture × service × profile, with no prefetch at all: every key is fetched from
+    the fixture FHIR server (over HTTP on loopback), and the topics are the prefetch ones."""
+    with_prefetch = {(r.patient, r.profile, r.service): r.actual for r in fixture_check.run()}
+    with FixtureFhirServer() as url:
+        results = fixture_check.run(mode="fhir", fhir_server=url)
+    assert len(results) == len(with_prefetch) >= 90
+    for r in results:
+        assert r.error is None, (r.patient, r.service, r.error)
+        assert r.actual == with_prefetch[(r.patient, r.profile, r.service)], r
