@@ -140,6 +140,7 @@
         suggestion.label
       );
       button.addEventListener("click", () => {
+        button.classList.add("chosen");
         showActions(card, suggestion, applied);
         if (suggestion.uuid) {
           sendFeedback(service, card, { outcome: "accepted", acceptedSuggestions: [{ id: suggestion.uuid }] }, article);

@@ -1,0 +1,113 @@
+"""/preview in a real browser (headless Debian Chromium): choose a patient and a hook, see the
+warning card as an EHR shows it, accept its suggestion, and find the feedback in the store.
+Screenshots go to tests/artifacts/ (git-ignored) for people to look at."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from cds_service.guideline import TOPICS
+
+from .browser import chromium, save_screenshot
+from .live_server import LiveServer
+
+WAIT_S = 15
+
+
+def _run(driver, base_url: str, patient: str, service: str) -> None:
+    driver.get(f"{base_url}/preview")
+    Select(driver.find_element(By.ID, "patient")).select_by_value(patient)
+    Select(driver.find_element(By.ID, "service")).select_by_value(service)
+    driver.find_element(By.ID, "run").click()
+    WebDriverWait(driver, WAIT_S).until(
+        lambda d: "card(s)" in d.find_element(By.ID, "status").text
+        or "HTTP" in d.find_element(By.ID, "status").text
+    )
+    status = driver.find_element(By.ID, "status").text
+    assert "card(s)" in status, status
+
+
+def _card(driver, topic: str):
+    cards = driver.find_elements(By.CSS_SELECTOR, f'article.card[data-topic="{topic}"]')
+    assert len(cards) == 1, [c.get_attribute("data-topic") for c in driver.find_elements(By.CSS_SELECTOR, "article.card")]
+    return cards[0]
+
+
+def _wait_feedback(driver, card) -> str:
+    WebDriverWait(driver, WAIT_S).until(
+        lambda d: card.find_element(By.CSS_SELECTOR, ".feedback-result").text.startswith("Feedback")
+    )
+    return card.find_element(By.CSS_SELECTOR, ".feedback-result").text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "patient,topic,action",
+    [
+        # warfarin + D3/K2 drafted: remove the draft (and offer plain D3), INR check
+        ("warfarin-d3k2-draft", "vka-vitamin-k-interaction", "DELETE MedicationRequest/draft-d3k2"),
+        # deficient with an under-dosed draft: a correction course replacing the draft
+        ("adult-deficient", "vitd-deficiency", "CREATE MedicationRequest"),
+    ],
+)
+def test_accept_a_suggestion_and_send_feedback(make_app, settings, patient, topic, action):
+    if topic not in TOPICS:
+        pytest.skip(f"no rule for {topic} in this build yet (issue 5)")
+    app = make_app(settings)
+    store = app.extensions["vitd.runtime"].store
+    with LiveServer() as live, chromium() as driver:
+        live.serve(app)
+        _run(driver, live.url, patient, "vitamin-d-order-sign")
+        card = _card(driver, topic)
+        assert card.get_attribute("data-indicator") == "warning"
+        assert card.find_element(By.CSS_SELECTOR, ".badge").text == "WARNING"
+        border = card.value_of_css_property("border-left-color")
+        assert border in ("rgba(210, 153, 34, 1)", "rgb(210, 153, 34)"), border  # --warning
+        detail = card.find_element(By.CSS_SELECTOR, ".detail")
+        assert detail.find_elements(By.TAG_NAME, "strong")  # markdown rendered ...
+        assert "**" not in detail.text  # ... not shown raw
+        source = card.find_element(By.CSS_SELECTOR, ".source a")
+        assert source.get_attribute("href").startswith("https://")
+        reasons = card.find_elements(By.CSS_SELECTOR, "select.override-reason option")
+        assert reasons, "a warning card carries override reasons"
+
+        button = card.find_element(By.CSS_SELECTOR, "button.accept")
+        suggestion_id = button.get_attribute("data-suggestion")
+        button.click()
+        applied = card.find_element(By.CSS_SELECTOR, ".applied")
+        assert any(li.text.startswith(action) for li in applied.find_elements(By.CSS_SELECTOR, "li.action")), applied.text
+        resources = [json.loads(p.text) for p in applied.find_elements(By.CSS_SELECTOR, "pre.resource")]
+        assert all(r["subject"]["reference"] == f"Patient/{patient}" for r in resources)
+        assert _wait_feedback(driver, card).endswith("received 1, stored 1.")
+        card_uuid = card.get_attribute("data-uuid")
+        shot = save_screenshot(driver, f"preview-{patient}")
+
+    (row,) = store.feedback_for_card(card_uuid)
+    assert row["outcome"] == "accepted" and row["topic"] == topic
+    assert json.loads(row["accepted_suggestion_ids"]) == [suggestion_id]
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_dismiss_a_card_with_an_override_reason(make_app, settings):
+    app = make_app(settings)
+    store = app.extensions["vitd.runtime"].store
+    with LiveServer() as live, chromium() as driver:
+        live.serve(app)
+        _run(driver, live.url, "high-level-critical", "vitamin-d-patient-view")
+        card = _card(driver, "vitd-high-level")
+        assert card.get_attribute("data-indicator") == "critical"
+        select = Select(card.find_element(By.CSS_SELECTOR, "select.override-reason"))
+        select.select_by_index(len(select.options) - 1)
+        chosen = select.first_selected_option.text
+        card.find_element(By.CSS_SELECTOR, "button.dismiss").click()
+        assert "(overridden)" in _wait_feedback(driver, card)
+        assert all(not b.is_enabled() for b in card.find_elements(By.TAG_NAME, "button"))
+        card_uuid = card.get_attribute("data-uuid")
+    (row,) = store.feedback_for_card(card_uuid)
+    assert row["outcome"] == "overridden" and row["override_reason_code"]
+    assert chosen  # the reason shown to the user is one the card offered
