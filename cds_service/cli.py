@@ -306,7 +306,7 @@ def fixtures_serve(host: str, port: int) -> None:
     from .fhir_server import FixtureFhirServer
 
     try:
-        server = FixtureFhirServer(host, port)
+        server = FixtureFhirServer(host, port, access_log=True)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     click.echo(f"FHIR R4 server over the fixtures at {server.url} (Ctrl-C to stop)")

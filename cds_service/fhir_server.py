@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Flask, Response, jsonify, request
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 from . import fixtures
 from .registry import prefetch_keys
@@ -159,11 +159,20 @@ def create_fhir_app() -> Flask:
     return app
 
 
-class FixtureFhirServer:
-    """The fixture FHIR server on a background thread: `with FixtureFhirServer() as url:`."""
+class _QuietHandler(WSGIRequestHandler):
+    def log_request(self, *args: object, **kwargs: object) -> None:
+        """No access log: the in-process server must not print over the CLI's output."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._server = make_server(host, port, create_fhir_app(), threaded=True)
+
+class FixtureFhirServer:
+    """The fixture FHIR server on a background thread: `with FixtureFhirServer() as url:`.
+    `access_log=True` (for `cds-service fixtures serve`) prints each request."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, access_log: bool = False) -> None:
+        handler = WSGIRequestHandler if access_log else _QuietHandler
+        self._server = make_server(
+            host, port, create_fhir_app(), threaded=True, request_handler=handler
+        )
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property

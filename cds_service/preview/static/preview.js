@@ -215,7 +215,9 @@
   }
 
   $("patient").addEventListener("change", showPatient);
-  $("chooser").addEventListener("submit", run);
+  $("chooser").addEventListener("submit", (event) =>
+    run(event).catch((error) => setStatus("the call failed: " + error.message, "error"))
+  );
   const wanted = new URLSearchParams(window.location.search);
   for (const key of ["patient", "service", "draft"]) {
     const value = wanted.get(key);
