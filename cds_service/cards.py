@@ -65,6 +65,13 @@ def fmt_number(value: float | int | None) -> str:
     return f"{value:,.1f}".rstrip("0").rstrip(".")
 
 
+def fmt_ng(value: float | None) -> str:
+    """A level, never rounded across a threshold: 19.99 -> '19.99', 12.0 -> '12'."""
+    if value is None:
+        return "unknown"
+    return f"{value:.2f}".rstrip("0").rstrip(".")
+
+
 def fmt_date(value: datetime | None) -> str:
     return value.date().isoformat() if isinstance(value, datetime) else "date unknown"
 
@@ -72,7 +79,7 @@ def fmt_date(value: datetime | None) -> str:
 def fmt_level(data: Mapping[str, Any]) -> str:
     """'12 ng/mL', '<5 ng/mL', or '12 ng/mL (30 nmol/L as reported)'."""
     comparator = data.get("comparator") or ""
-    text = f"{comparator}{fmt_number(data['ng_ml'])} ng/mL"
+    text = f"{comparator}{fmt_ng(data['ng_ml'])} ng/mL"
     unit = data.get("raw_unit")
     if unit and unit not in ("ng/mL", "ng/ml") and data.get("raw_value"):
         text += f" ({comparator}{data['raw_value']} {unit} as reported)"
@@ -88,7 +95,7 @@ def _environment(finalize) -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=False,
     )
-    env.filters.update(num=fmt_number, date=fmt_date, level=fmt_level)
+    env.filters.update(num=fmt_number, ng=fmt_ng, date=fmt_date, level=fmt_level)
     return env
 
 
