@@ -4,33 +4,30 @@ vitd-hypercalcemia-risk, calcium-dose-split, calcium-kidney-stones (contract §4
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from cds_service import cards, rules
-from cds_service.facts import build_facts
-from cds_service.gather import Gathered
 from cds_service.guideline import SAFETY_TOPICS, GuidelineError, _check, _raw, load_guideline
 from cds_service.orders import validated
 
+from . import rule_facts
 from .builders import (
     LOINC,
     PATIENT_ID,
     RXNORM,
     UCUM,
     condition,
-    hook_request,
     medication_request,
-    patient,
     vitamin_d,
 )
 
-NOW = datetime(2026, 11, 25, tzinfo=UTC)
+NOW = rule_facts.NOW
 SIGN = "vitamin-d-order-sign"
 SELECT = "vitamin-d-order-select"
 VIEW = "vitamin-d-patient-view"
+HOOK = {v: k for k, v in rule_facts.SERVICE.items()}
 ATC = "http://www.whocc.no/atc"
 ICD10 = "http://hl7.org/fhir/sid/icd-10-cm"
 
@@ -231,23 +228,16 @@ def facts_for(
     conditions: list[dict] = (),  # type: ignore[assignment]
     selections: list[str] | None = None,
 ):
-    request = hook_request(service, drafts=list(drafts))
-    if selections is not None:
-        request["context"]["selections"] = selections
-    requests = [r for r in on_file if r["resourceType"] != "MedicationStatement"]
-    statements = [r for r in on_file if r["resourceType"] == "MedicationStatement"]
-    gathered = Gathered(
-        resources={
-            "patient": [patient(birth_date="1960-03-01")],
-            "observations": list(observations),
-            "medicationRequests": requests,
-            "medicationStatements": statements,
-            "conditions": list(conditions),
-        },
-        fetched=(),
-        skipped=0,
+    return rule_facts.facts(
+        hook=HOOK[service],
+        age=66,
+        meds=[r for r in on_file if r["resourceType"] != "MedicationStatement"],
+        statements=[r for r in on_file if r["resourceType"] == "MedicationStatement"],
+        drafts=drafts,
+        levels=observations,
+        conditions=conditions,
+        selections=selections,
     )
-    return build_facts(request, gathered, service_id=service, now=NOW)
 
 
 def cards_for(topic: str, service: str = SIGN, **kw: Any) -> list[dict]:
