@@ -637,6 +637,8 @@ def test_high_dose_names_total_and_each_order():
     assert "Cholecalciferol 5000 UNT Oral Tablet (active order on file): 5,000 IU/day" in detail
     assert "Cholecalciferol 1000 UNT Oral Tablet (reported use on file): 1,000 IU/day" in detail
     assert "Cholecalciferol 1000 UNT Oral Tablet (drafted now): 2,000 IU/day" in detail
+    # Each order on its own line, and the text after the list a paragraph of its own.
+    assert "- Cholecalciferol 1000 UNT Oral Tablet (drafted now): 2,000 IU/day\n\nThis is" in detail
     assert card["source"]["url"] == "https://doi.org/10.17226/13050"  # IOM 2011
 
 
