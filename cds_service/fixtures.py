@@ -3,8 +3,9 @@
 A fixture is a FHIR R4 `collection` Bundle of one patient's record. Its `timestamp` is the
 anchor: every date in it is written relative to that day, and `load()` shifts them all by
 (today − anchor) so results never go stale and ages stay the same. MedicationRequests with
-status `draft` are the draft orders of order-select / order-sign; everything else is the record
-on file. `fixtures/expected.json` says which topics each service must return for each patient.
+status `draft` (and DSTU2 MedicationOrders with status `draft`) are the draft orders of
+order-select / order-sign; everything else is the record on file. `fixtures/expected.json`
+says which topics each service must return for each patient.
 
 `Fixture.request(service_id, mode)` builds the CDS Hooks request three ways: `prefetch` (all keys
 filled), `fhir` (no prefetch: every key fetched from `fhirServer`) and `outcome` (every key an
@@ -135,7 +136,13 @@ class Fixture:
 
     @property
     def drafts(self) -> list[dict[str, Any]]:
-        return [r for r in self._of("MedicationRequest") if r.get("status") == "draft"]
+        """Draft orders: R4 MedicationRequests and DSTU2 MedicationOrders with status draft."""
+        return [
+            r
+            for kind in ("MedicationRequest", "MedicationOrder")
+            for r in self._of(kind)
+            if r.get("status") == "draft"
+        ]
 
     def search(self, key: str) -> dict[str, Any]:
         """The resource or searchset Bundle a FHIR server would answer for prefetch `key`."""
@@ -233,20 +240,47 @@ def _days(value: str | None, anchor: date) -> str:
     return "today" if delta == 0 else f"{-delta} d ago" if delta < 0 else f"in {delta} d"
 
 
+_SYSTEMS = {
+    "http://www.nlm.nih.gov/research/umls/rxnorm": "RxNorm",
+    "http://www.whocc.no/atc": "ATC",
+    "http://loinc.org": "LOINC",
+    "http://snomed.info/sct": "SNOMED CT",
+    "http://hl7.org/fhir/sid/icd-10-cm": "ICD-10-CM",
+}
+
+
 def _code_text(concept: Any) -> str:
+    """'Name (RxNorm 123)', 'Name (text only)' or '(ATC B01AA04)' when there is no name."""
     if not isinstance(concept, dict):
         return "?"
-    codings = concept.get("coding") or []
-    name = concept.get("text") or next((c.get("display") for c in codings if c.get("display")), "")
-    codes = ", ".join(c["code"] for c in codings if c.get("code"))
-    return f"{name} ({codes})" if codes else f"{name} (text only)"
+    codings = [c for c in concept.get("coding") or [] if isinstance(c, dict)]
+    name = concept.get("text") or next((c["display"] for c in codings if c.get("display")), "")
+    codes = ", ".join(
+        f"{_SYSTEMS.get(c.get('system', ''), c.get('system', '?'))} {c['code']}"
+        for c in codings
+        if c.get("code")
+    )
+    if not codes:
+        return f"{name} (text only)"
+    return f"{name} ({codes})" if name else f"({codes})"
 
 
 def medication_text(resource: dict[str, Any]) -> str:
+    """The product of a medication use: its concept, or its contained Medication's code and
+    ingredients."""
     ref = (resource.get("medicationReference") or {}).get("reference", "")
     contained = {c.get("id"): c for c in resource.get("contained", []) if isinstance(c, dict)}
     if ref.startswith("#") and ref[1:] in contained:
-        return _code_text(contained[ref[1:]].get("code")) + " [contained Medication]"
+        medication = contained[ref[1:]]
+        parts = [
+            _code_text(i.get("itemCodeableConcept"))
+            for i in medication.get("ingredient", [])
+            if isinstance(i, dict) and "itemCodeableConcept" in i
+        ]
+        text = _code_text(medication.get("code")) if medication.get("code") else "Medication"
+        if parts:
+            text += " with " + "; ".join(parts)
+        return text + " [contained Medication]"
     return _code_text(resource.get("medicationCodeableConcept"))
 
 
@@ -275,7 +309,7 @@ def describe(name: str) -> list[str]:
                 f"Observation LOINC {codes}: {value}, {r.get('status')}, "
                 f"{_days(r.get('effectiveDateTime'), anchor)}"
             )
-        elif kind in ("MedicationRequest", "MedicationStatement"):
+        elif kind in ("MedicationRequest", "MedicationStatement", "MedicationOrder"):
             lines.append(f"{kind} {r.get('status')}: {medication_text(r)}")
         elif kind == "Condition":
             lines.append(f"Condition: {_code_text(r.get('code'))}")

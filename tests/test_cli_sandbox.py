@@ -124,7 +124,7 @@ def test_fixtures_list(cli_env):
     assert [p["name"] for p in listed] == fixtures.names()
     by_name = {p["name"]: p for p in listed}
     assert by_name["warfarin-d3k2-draft"]["drafts"] == [
-        "Cholecalciferol 1000 UNT / Vitamin K 2 0.09 MG Disintegrating Oral Tablet (804617)"
+        "Cholecalciferol 1000 UNT / Vitamin K 2 0.09 MG Disintegrating Oral Tablet (RxNorm 804617)"
     ]
     table = CliRunner().invoke(main, ["fixtures", "list"])
     assert table.exit_code == 0 and "warfarin-d3k2-draft" in table.output

@@ -40,7 +40,7 @@ def test_search_filters_by_code(fhir):
 
 def test_search_filters_by_status_and_includes_medications(fhir):
     bundle = fhir.get(
-        "/MedicationRequest?patient=warfarin-contained-k2-draft&status=active"
+        "/MedicationRequest?patient=vka-atc-contained-k2-draft&status=active"
         "&_include=MedicationRequest:medication"
     ).get_json()
     Bundle.model_validate(bundle)
