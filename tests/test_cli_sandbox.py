@@ -194,3 +194,24 @@ def test_fixtures_serve_answers_fhir_reads():
         proc.terminate()
         output, _ = proc.communicate(timeout=10)
     assert f"http://127.0.0.1:{port}" in output
+
+
+def test_check_is_all_green_on_the_whole_library(cli_env):
+    result = CliRunner().invoke(main, ["check"])
+    assert result.exit_code == 0, result.output[-3000:]
+    assert "profile default" in result.output and "profile es2024" in result.output
+    assert "✗" not in result.output and "as expected" in result.output
+
+
+def test_invoke_patient_against_a_running_service_without_prefetch(make_app, settings):
+    from .live_server import LiveServer
+
+    with LiveServer() as live:
+        live.serve(make_app(settings))
+        result = CliRunner().invoke(
+            main,
+            ["invoke", "vitamin-d-order-sign", "--patient", "warfarin-d3k2-draft",
+             "--url", live.url, "--no-prefetch", "--json"],
+        )
+    assert result.exit_code == 0, result.output
+    assert _topics(result.output) == ["vka-vitamin-k-interaction"]

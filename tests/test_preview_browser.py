@@ -10,6 +10,8 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from cds_service import fixtures
+
 from .browser import chromium, save_screenshot
 from .live_server import LiveServer
 
@@ -107,3 +109,71 @@ def test_dismiss_a_card_with_an_override_reason(make_app, settings):
     (row,) = store.feedback_for_card(card_uuid)
     assert row["outcome"] == "overridden" and row["override_reason_code"]
     assert chosen  # the reason shown to the user is one the card offered
+
+
+@pytest.mark.slow
+def test_record_text_never_becomes_markup_in_the_browser(make_app, settings, monkeypatch):
+    """A product name full of HTML and markdown reaches summary and detail as plain text."""
+    hostile = '<img src=x onerror="document.title=\'pwned\'"> **K2** [x](javascript:alert(1))'
+    real_load = fixtures.load
+
+    def load(name, now=None):
+        fixture = real_load(name, now)
+        if name == "warfarin-d3k2-draft":
+            for draft in fixture.drafts:
+                draft["medicationCodeableConcept"]["text"] = hostile
+        return fixture
+
+    monkeypatch.setattr(fixtures, "load", load)
+    app = make_app(settings)
+    with LiveServer() as live, chromium() as driver:
+        live.serve(app)
+        _run(driver, live.url, "warfarin-d3k2-draft", "vitamin-d-order-sign")
+        card = _card(driver, "vka-vitamin-k-interaction")
+        assert "<img" in card.find_element(By.CSS_SELECTOR, ".detail").text  # shown, as text
+        assert not driver.find_elements(By.CSS_SELECTOR, "#cards img")
+        assert not driver.find_elements(By.CSS_SELECTOR, '#cards a[href^="javascript"]')
+        assert driver.title == "vitd-cds · card preview"
+
+
+@pytest.mark.slow
+def test_the_page_itself_never_injects_card_text_as_html(make_app, settings, monkeypatch):
+    """Even a card that carries raw HTML in every text field (as a faulty rule or template
+    might) is shown as text: the page's own escaping, not only the card templates'."""
+    from cds_service import engine
+
+    evil = "<img src=x onerror=\"document.title='pwned'\"><script>document.title='pwned'</script>"
+
+    def cards_for(facts, guideline, patient_id):
+        return [
+            {
+                "uuid": "00000000-0000-4000-8000-000000000001",
+                "summary": "S " + evil,
+                "indicator": "warning",
+                "detail": "**D** " + evil + " [x](javascript:alert(1))",
+                "source": {"label": "L " + evil, "url": "javascript:alert(1)"},
+                "selectionBehavior": "at-most-one",
+                "suggestions": [
+                    {
+                        "uuid": "00000000-0000-4000-8000-000000000002",
+                        "label": "G " + evil,
+                        "actions": [{"type": "delete", "description": "A " + evil, "resourceId": "MedicationRequest/x"}],
+                    }
+                ],
+                "overrideReasons": [{"code": "r", "display": "R " + evil}],
+            }
+        ]
+
+    monkeypatch.setattr(engine, "cards_for", cards_for)
+    app = make_app(settings.with_overrides(validate_responses=False))
+    with LiveServer() as live, chromium() as driver:
+        live.serve(app)
+        _run(driver, live.url, "adult-deficient", "vitamin-d-patient-view")
+        card = driver.find_element(By.CSS_SELECTOR, "article.card")
+        card.find_element(By.CSS_SELECTOR, "button.accept").click()
+        assert "<script>" in card.find_element(By.CSS_SELECTOR, ".summary").text
+        assert "<img" in card.find_element(By.CSS_SELECTOR, ".detail").text
+        assert "<img" in card.find_element(By.CSS_SELECTOR, ".applied").text
+        assert not driver.find_elements(By.CSS_SELECTOR, "#cards img, #cards script")
+        assert not driver.find_elements(By.CSS_SELECTOR, '#cards a[href^="javascript"]')
+        assert driver.title == "vitd-cds · card preview"
