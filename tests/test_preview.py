@@ -132,3 +132,13 @@ def test_markdown_of_real_cards_keeps_escaped_record_text_as_text(client):
 def test_markdown_bad_bodies(client, body):
     reply = client.post("/preview/markdown", data=json.dumps(body), content_type="application/json")
     assert reply.status_code == 400 and "error" in reply.get_json()
+
+
+def test_page_without_the_fixtures_directory_says_so(client, monkeypatch, tmp_path):
+    monkeypatch.setattr(fixtures, "PATIENTS_DIR", tmp_path / "patients")
+    monkeypatch.setattr(fixtures, "EXPECTED_FILE", tmp_path / "expected.json")
+    reply = client.get("/preview")
+    assert reply.status_code == 200
+    assert "No fixture patients found" in reply.get_data(as_text=True)
+    missing = client.get("/preview/request.json?patient=adult-deficient&service=vitamin-d-order-sign")
+    assert missing.status_code == 404

@@ -49,7 +49,8 @@ def render_markdown(text: str) -> str:
 
 
 def _patients() -> list[dict[str, Any]]:
-    expected = fixtures.expectations()
+    # An install without the repository's fixtures/ (a container image) has no patients.
+    expected = fixtures.expectations() if fixtures.EXPECTED_FILE.is_file() else {}
     out = []
     for name in fixtures.names():
         fixture = fixtures.load(name)
@@ -77,6 +78,7 @@ def page():
         drafts=drafts,
         own_drafts=OWN_DRAFTS,
         no_drafts=NO_DRAFTS,
+        fixtures_dir=str(fixtures.PATIENTS_DIR),
     )
 
 

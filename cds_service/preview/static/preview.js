@@ -7,6 +7,7 @@
   const patients = JSON.parse(document.getElementById("patients-data").textContent);
   const byName = new Map(patients.map((p) => [p.name, p]));
   const $ = (id) => document.getElementById(id);
+  const urls = $("preview").dataset; // from url_for: right behind a path prefix too
 
   function el(tag, attrs, ...children) {
     const node = document.createElement(tag);
@@ -90,7 +91,7 @@
     result.textContent = "sending feedback…";
     const feedback = { card: card.uuid, outcomeTimestamp: new Date().toISOString(), ...item };
     const { status, payload } = await postJson(
-      "/cds-services/" + encodeURIComponent(service) + "/feedback",
+      urls.servicesUrl + "/" + encodeURIComponent(service) + "/feedback",
       { feedback: [feedback] }
     );
     if (status === 200) {
@@ -191,7 +192,7 @@
     });
     $("cards").replaceChildren();
     setStatus("calling " + service + "…", "busy");
-    const built = await fetch("/preview/request.json?" + params.toString());
+    const built = await fetch(urls.requestUrl + "?" + params.toString());
     const request = await built.json();
     if (!built.ok) {
       setStatus("could not build the request: " + (request.error || built.status), "error");
@@ -199,7 +200,7 @@
     }
     $("request-json").textContent = JSON.stringify(request, null, 2);
     const started = performance.now();
-    const { status, payload } = await postJson("/cds-services/" + encodeURIComponent(service), request);
+    const { status, payload } = await postJson(urls.servicesUrl + "/" + encodeURIComponent(service), request);
     const ms = Math.round(performance.now() - started);
     $("response-json").textContent = JSON.stringify(payload, null, 2);
     if (status !== 200) {
@@ -207,7 +208,7 @@
       return;
     }
     const cards = payload.cards || [];
-    const rendered = await postJson("/preview/markdown", { texts: cards.map((c) => c.detail || "") });
+    const rendered = await postJson(urls.markdownUrl, { texts: cards.map((c) => c.detail || "") });
     const html = rendered.status === 200 ? rendered.payload.html : cards.map(() => "");
     $("cards").replaceChildren(...cards.map((card, i) => renderCard(service, card, html[i])));
     if (!cards.length) $("cards").append(el("p", { class: "no-cards" }, "No cards: nothing to say for this patient and hook."));
