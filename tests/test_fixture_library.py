@@ -65,3 +65,17 @@ def test_readme_lists_every_patient_with_its_record():
 def test_draft_orders_of_the_library_are_drafts_of_that_patient():
     drafts = fixtures.load("warfarin-d3k2-draft").drafts
     assert [d["medicationCodeableConcept"]["coding"][0]["code"] for d in drafts] == ["804617"]
+
+
+def test_every_topic_fires_for_some_patient_and_not_for_others():
+    """The library covers each topic of the contract both ways (under some profile)."""
+    from cds_service.guideline import TOPICS
+
+    fired: dict[str, set[str]] = {t: set() for t in TOPICS}
+    for name, entry in fixtures.expectations().items():
+        for profile in ("default", "es2024"):
+            for topics in entry.get(profile, {}).values():
+                for topic in topics:
+                    fired[topic].add(name)
+    assert {t for t, who in fired.items() if not who} == set()
+    assert all(len(who) < len(fixtures.names()) for who in fired.values())
