@@ -96,7 +96,12 @@ def test_dismiss_a_card_with_an_override_reason(make_app, settings):
     store = app.extensions["vitd.runtime"].store
     with LiveServer() as live, chromium() as driver:
         live.serve(app)
-        _run(driver, live.url, "high-level-critical", "vitamin-d-patient-view")
+        # a link with the choices in its query shows the cards without a click
+        driver.get(f"{live.url}/preview?patient=high-level-critical&service=vitamin-d-patient-view")
+        WebDriverWait(driver, WAIT_S).until(
+            lambda d: d.find_elements(By.CSS_SELECTOR, "article.card")
+        )
+        assert Select(driver.find_element(By.ID, "patient")).first_selected_option.text == "high-level-critical"
         card = _card(driver, "vitd-high-level")
         assert card.get_attribute("data-indicator") == "critical"
         select = Select(card.find_element(By.CSS_SELECTOR, "select.override-reason"))

@@ -216,13 +216,14 @@
   }
 
   $("patient").addEventListener("change", showPatient);
-  $("chooser").addEventListener("submit", (event) =>
-    run(event).catch((error) => setStatus("the call failed: " + error.message, "error"))
-  );
+  const start = (event) =>
+    run(event).catch((error) => setStatus("the call failed: " + error.message, "error"));
+  $("chooser").addEventListener("submit", start);
   const wanted = new URLSearchParams(window.location.search);
   for (const key of ["patient", "service", "draft"]) {
     const value = wanted.get(key);
     if (value !== null && [...$(key).options].some((o) => o.value === value)) $(key).value = value;
   }
   showPatient();
+  if (wanted.has("patient")) start(); // a link such as /preview?patient=X&service=Y shows the cards
 })();
