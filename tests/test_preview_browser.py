@@ -166,6 +166,10 @@ def test_the_page_itself_never_injects_card_text_as_html(make_app, settings, mon
                     }
                 ],
                 "overrideReasons": [{"code": "r", "display": "R " + evil}],
+                "links": [
+                    {"label": "K " + evil, "url": "javascript:alert(1)", "type": "absolute"},
+                    {"label": "History", "url": "https://ehr.example.org/launch", "type": "smart"},
+                ],
             }
         ]
 
@@ -179,6 +183,11 @@ def test_the_page_itself_never_injects_card_text_as_html(make_app, settings, mon
         assert "<script>" in card.find_element(By.CSS_SELECTOR, ".summary").text
         assert "<img" in card.find_element(By.CSS_SELECTOR, ".detail").text
         assert "<img" in card.find_element(By.CSS_SELECTOR, ".applied").text
+        links = card.find_elements(By.CSS_SELECTOR, ".links a")
+        assert [(a.text, a.get_attribute("href")) for a in links] == [
+            ("History (SMART app)", "https://ehr.example.org/launch")
+        ]
+        assert "<img" in card.find_element(By.CSS_SELECTOR, ".links").text
         assert not driver.find_elements(By.CSS_SELECTOR, "#cards img, #cards script")
         assert not driver.find_elements(By.CSS_SELECTOR, '#cards a[href^="javascript"]')
         assert driver.title == "vitd-cds · card preview"

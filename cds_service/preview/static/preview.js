@@ -128,6 +128,14 @@
         : source.label || "",
       topic ? el("span", { class: "topic" }, " · topic " + topic) : null
     );
+    const links = (card.links || []).map((link) => {
+      const url = safeUrl(link.url || "");
+      const label = (link.label || link.url || "") + (link.type === "smart" ? " (SMART app)" : "");
+      return url
+        ? el("a", { class: "link", href: url, target: "_blank", rel: "noopener noreferrer" }, label)
+        : el("span", { class: "link" }, label + " (link not shown: not an http(s) URL)");
+    });
+    const linkBox = links.length ? el("p", { class: "links" }, "Links: ", ...links) : null;
     const applied = el("div", { class: "applied" });
     const suggestions = el("div", { class: "suggestions" });
     for (const suggestion of card.suggestions || []) {
@@ -174,6 +182,7 @@
       ),
       detail,
       sourceLine,
+      linkBox,
       suggestions,
       override,
       applied,
