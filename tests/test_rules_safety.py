@@ -975,3 +975,58 @@ def test_plain_timing_is_kept_only_when_it_can_be_copied_exactly(repeat, expecte
             timing.count,
             timing.bounds,
         ) == expected
+
+
+def coded_only(product: tuple[str, str], mid: str, *, status: str = "draft") -> dict:
+    """An order naming its product by RxNorm code alone (no text, no display)."""
+    resource = order(product, mid, status=status)
+    resource["medicationCodeableConcept"] = {"coding": [{"system": RXNORM, "code": product[0]}]}
+    return resource
+
+
+@pytest.mark.parametrize(
+    "case,on_file,drafts,expected",
+    [
+        (
+            "coded-only Mephyton 5 mg is read by its RxNorm name: reversal, info",
+            [coded_only(WARFARIN, "w1", status="active")],
+            [coded_only(MEPHYTON, "ph")],
+            [("info", [])],
+        ),
+        (
+            "coded-only K2 0.1 mg capsule: warning",
+            [
+                coded_only(
+                    ("855290", "Warfarin Sodium 1 MG Oral Tablet [Coumadin]"), "w1", status="active"
+                )
+            ],
+            [coded_only(K2, "k2")],
+            [("warning", [["delete MedicationRequest/k2"], INR])],
+        ),
+        (
+            "coded-only D3 + K2: its vitamin D (1,000 IU) is re-ordered",
+            [order(WARFARIN, "w1")],
+            [coded_only(D3K2, "dk")],
+            [
+                (
+                    "warning",
+                    [["delete MedicationRequest/dk", "create MedicationRequest 199362"], INR],
+                )
+            ],
+        ),
+    ],
+)
+def test_vka_coded_only_products(case, on_file, drafts, expected):
+    found = cards_for(VKA, on_file=on_file, drafts=drafts)
+    assert [(c["indicator"], actions(c)) for c in found] == expected, case
+
+
+def test_text_sent_with_a_code_comes_first():
+    from cds_service.facts.medications import read_medication
+    from cds_service.facts.model import MedicationSource
+
+    resource = order(K2, "k2", status="draft")
+    resource["medicationCodeableConcept"]["text"] = "MK-7 200 mcg softgel"
+    med = read_medication(resource, MedicationSource.DRAFT)
+    assert med.name == "MK-7 200 mcg softgel"
+    assert med.vitamin_k_ug_per_dose == 200  # the order's own text, not the RxNorm name's 100 µg
