@@ -994,6 +994,12 @@ def coded_only(product: tuple[str, str], mid: str, *, status: str = "draft") -> 
             [("info", [])],
         ),
         (
+            "phytomenadione by ATC B02BA01 only, no dose: a reversal agent, info",
+            [order(WARFARIN, "w1")],
+            [atc_coded("B02BA01", "", "ph", status="draft")],
+            [("info", [])],
+        ),
+        (
             "coded-only K2 0.1 mg capsule: warning",
             [
                 coded_only(
