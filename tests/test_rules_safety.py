@@ -694,6 +694,12 @@ D2 = "vitd-ergocalciferol"
             {"frequency": 1, "period": 1, "periodUnit": "mo", "count": 6},
             "50,000 IU by mouth once monthly (6 doses)",
         ),
+        (
+            "a single 50,000 IU dose",
+            draft(D2_50000, "e", doses=1),
+            {"frequency": 1, "period": 1, "periodUnit": "d", "count": 1},
+            "50,000 IU by mouth as a single dose",
+        ),
     ],
 )
 def test_ergocalciferol_replaced_at_the_same_iu_and_schedule(case, d2_draft, repeat, bounds_text):
@@ -956,6 +962,8 @@ def test_recognition_for_safety(text, expected):
             (1, 2.0, "wk", None, (3.0, "mo")),
         ),
         ({"frequency": 1, "frequencyMax": 2, "period": 1, "periodUnit": "d"}, None),
+        ({"count": 1}, (1, 1, "d", 1, None)),
+        ({"count": 3}, None),
         ({"frequency": 1, "period": 1, "periodUnit": "d", "when": ["MORN"]}, None),
         ({"frequency": 1, "period": 1, "periodUnit": "fortnight"}, None),
         ({"frequency": 1.5, "period": 1, "periodUnit": "d"}, None),
