@@ -495,6 +495,8 @@ def test_vka_card_names_both_products_and_the_replacement_dose():
     (card,) = cards_for(VKA, on_file=[order(WARFARIN, "w1")], drafts=[draft(D3K2, "dk", count=2)])
     assert "Warfarin Sodium 5 MG Oral Tablet" in card["detail"]
     assert "Vitamin K 2 0.09 MG" in card["detail"]
+    assert "RxNorm 804617; drafted now" in card["detail"]
+    assert "RxNorm 855332; active order on file" in card["detail"]
     assert "vitamin K 180 µg per dose" in card["detail"]
     remove, inr = card["suggestions"]
     assert remove["label"] == "Replace the vitamin K product by plain cholecalciferol 2,000 IU"
@@ -634,11 +636,22 @@ def test_high_dose_names_total_and_each_order():
     assert card["summary"] == "Vitamin D would total 8,000 IU/day, above 4,000 IU/day"
     detail = card["detail"]
     assert "**8,000 IU/day**" in detail
-    assert "Cholecalciferol 5000 UNT Oral Tablet (active order on file): 5,000 IU/day" in detail
-    assert "Cholecalciferol 1000 UNT Oral Tablet (reported use on file): 1,000 IU/day" in detail
-    assert "Cholecalciferol 1000 UNT Oral Tablet (drafted now): 2,000 IU/day" in detail
+    assert (
+        "Cholecalciferol 5000 UNT Oral Tablet (RxNorm 857466; active order on file): 5,000 IU/day"
+        in detail
+    )
+    assert (
+        "Cholecalciferol 1000 UNT Oral Tablet (RxNorm 199362; reported use on file): 1,000 IU/day"
+        in detail
+    )
+    assert (
+        "Cholecalciferol 1000 UNT Oral Tablet (RxNorm 199362; drafted now): 2,000 IU/day" in detail
+    )
     # Each order on its own line, and the text after the list a paragraph of its own.
-    assert "- Cholecalciferol 1000 UNT Oral Tablet (drafted now): 2,000 IU/day\n\nThis is" in detail
+    assert (
+        "- Cholecalciferol 1000 UNT Oral Tablet (RxNorm 199362; drafted now): 2,000 IU/day\n\nThis is"
+        in detail
+    )
     assert card["source"]["url"] == "https://doi.org/10.17226/13050"  # IOM 2011
 
 

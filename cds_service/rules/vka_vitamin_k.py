@@ -59,6 +59,7 @@ def is_reversal(med: Medication, g: Guideline) -> bool:
 def _describe(med: Medication) -> dict:
     return {
         "name": med.name,
+        "code": common.product_code(med),
         "draft": med.source is MedicationSource.DRAFT,
         "statement": med.source is MedicationSource.STATEMENT,
         "k_ug_per_dose": med.vitamin_k_ug_per_dose,
