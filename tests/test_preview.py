@@ -142,3 +142,14 @@ def test_page_without_the_fixtures_directory_says_so(client, monkeypatch, tmp_pa
     assert "No fixture patients found" in reply.get_data(as_text=True)
     missing = client.get("/preview/request.json?patient=adult-deficient&service=vitamin-d-order-sign")
     assert missing.status_code == 404
+
+
+def test_every_fixture_patient_can_be_previewed_with_every_hook(client):
+    expected = fixtures.expectations()
+    for name in fixtures.names():
+        for service in fixtures.HOOKS:
+            body = client.get(f"/preview/request.json?patient={name}&service={service}").get_json()
+            reply = client.post(f"/cds-services/{service}", json=body)
+            assert reply.status_code == 200, (name, service, reply.get_json())
+            topics = sorted(c["source"]["topic"]["code"] for c in reply.get_json()["cards"])
+            assert topics == sorted(expected[name]["default"][service]), (name, service)
