@@ -14,7 +14,7 @@ __all__ = ["Settings", "create_app"]
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the app from `settings` (default: the environment), with its store and FHIR client."""
-    from . import api, engine
+    from . import api, engine, metrics
     from .fhir_client import FhirClient
     from .gather import GatherSettings
     from .store import Store
@@ -35,12 +35,14 @@ def create_app(settings: Settings | None = None) -> Flask:
         max_response_bytes=settings.fhir_max_response_bytes,
         max_workers=settings.fhir_max_workers,
     )
+    app_metrics = metrics.Metrics(settings.metrics_multiproc_dir)
     runtime = engine.Runtime(
         store=store,
-        fhir=FhirClient(max_workers=settings.fhir_max_workers),
+        fhir=FhirClient(max_workers=settings.fhir_max_workers, observe=app_metrics.observe_fhir),
         gather_settings=gather_settings,
     )
     app.extensions["vitd.settings"] = settings
     app.extensions["vitd.runtime"] = runtime
     api.register(app)
+    metrics.install(app, app_metrics)
     return app

@@ -58,6 +58,8 @@ class Settings:
     fhir_max_response_bytes: int = 10 * 1024 * 1024
     fhir_max_workers: int = 8
     cors_origin: str = "*"
+    # prometheus-client's multiprocess directory (gunicorn workers); None: in-process metrics.
+    metrics_multiproc_dir: str | None = None
     # Tests switch this on: every response is checked against the CDS Hooks response schema.
     validate_responses: bool = False
 
@@ -80,6 +82,7 @@ class Settings:
             ),
             fhir_max_workers=int(_number(env, "CDS_FHIR_MAX_WORKERS", 8, minimum=1)),
             cors_origin=env.get("CDS_CORS_ORIGIN") or "*",
+            metrics_multiproc_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
         )
 
     def with_overrides(self, **changes: object) -> Settings:

@@ -125,6 +125,16 @@ class Store:
         self, service_id: str, items: Sequence[Mapping], *, received_at: datetime
     ) -> int:
         """Store a batch in one transaction; an item already stored is skipped. Returns new rows."""
+        return len(self.save_feedback_outcomes(service_id, items, received_at=received_at))
+
+    def save_feedback_outcomes(
+        self, service_id: str, items: Sequence[Mapping], *, received_at: datetime
+    ) -> list[tuple[str | None, str]]:
+        """`save_feedback`, returning (topic of the card or None, outcome) per newly stored item.
+
+        The topic comes from `issued_card` (cards this store recorded), read in the same
+        transaction; feedback on a card issued elsewhere has None.
+        """
         rows: dict[str, dict[str, Any]] = {}
         for item in items:
             reason = (item.get("overrideReason") or {}).get("reason") or {}
@@ -141,7 +151,7 @@ class Store:
                 "outcome_timestamp": item["outcomeTimestamp"],
                 "received_at": received_at,
             }
-        stored = 0
+        new: list[dict[str, Any]] = []
         with self.engine.begin() as connection:
             statement = (
                 self._insert(feedback)
@@ -149,8 +159,16 @@ class Store:
                 .returning(feedback.c.id)
             )
             for row in rows.values():  # one by one: a returned id means the row is new
-                stored += len(connection.execute(statement, row).all())
-        return stored
+                if connection.execute(statement, row).all():
+                    new.append(row)
+            uuids = sorted({row["card_uuid"] for row in new})
+            topics: dict[str, str | None] = {}
+            if uuids:
+                query = sa.select(issued_card.c.card_uuid, issued_card.c.topic).where(
+                    issued_card.c.card_uuid.in_(uuids)
+                )
+                topics = {uuid: topic for uuid, topic in connection.execute(query)}
+        return [(topics.get(row["card_uuid"]), row["outcome"]) for row in new]
 
     def feedback_for_card(self, card_uuid: str) -> list[dict[str, Any]]:
         """Feedback rows for a card, each with the topic of the card when it was issued here."""
