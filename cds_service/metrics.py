@@ -32,6 +32,7 @@ from prometheus_client import (
     Counter,
     Histogram,
     generate_latest,
+    values,
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -66,6 +67,11 @@ def fhir_error_reason(reason: str) -> str:
 
 class Metrics:
     def __init__(self, multiproc_dir: str | None = None) -> None:
+        if multiproc_dir and values.ValueClass.__name__ != "MmapedValue":
+            # The workers would count in memory and each scrape would see one worker only.
+            raise RuntimeError(
+                "prometheus-client was imported before PROMETHEUS_MULTIPROC_DIR was set"
+            )
         self.multiproc_dir = multiproc_dir
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
