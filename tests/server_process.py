@@ -38,9 +38,10 @@ class ServerProcess:
         start_timeout_s: float = 30.0,
         stop_timeout_s: float = 30.0,
         argv: Sequence[str] | None = None,
+        port: int | None = None,
     ) -> None:
         self.workers = workers
-        self.port = free_port()
+        self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self._env = {**os.environ, **env}
         self._argv = list(argv) if argv is not None else [

@@ -73,7 +73,7 @@ def issued(monkeypatch):
 
 def test_scenario_counts_requests_cards_and_feedback(client, issued):
     service = "vitamin-d-order-sign"
-    draft = medication_request("316672", "Cholecalciferol 1000 UNT Oral Tablet", mid="d1")
+    draft = medication_request("2418", "Cholecalciferol 1000 IU oral tablet", mid="d1")
     for _ in range(3):
         body = hook_request(service, prefetch=full_record(), drafts=[draft])
         assert client.post(f"/cds-services/{service}", json=body).status_code == 200
