@@ -93,6 +93,8 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=10_000, help="measured requests per app")
     parser.add_argument("--warmup", type=int, default=1_000)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (both apps)")
+    parser.add_argument("--threads", type=int, default=4, help="threads per worker (both apps)")
     parser.add_argument("--fhir-delay", type=float, default=0.05, help="stub delay per query, s")
     parser.add_argument("--prefetchless-calls", type=int, default=100)
     parser.add_argument("--database-url", help="store (default: a fresh SQLite file)")
@@ -118,7 +120,9 @@ def main() -> int:
         )
 
         # --- 1 + 3: the service -------------------------------------------------------------
-        with ServerProcess(env=env, workers=2, port=port) as server:
+        with ServerProcess(
+            env=env, workers=args.workers, threads=args.threads, port=port
+        ) as server:
             probe = measure(server, issuer.jobs(base, ORDER_SIGN, body, 1), 1)
             if probe.statuses.get(200) != 1:
                 print(
@@ -152,8 +156,9 @@ def main() -> int:
         # --- the floor: bare Flask + gunicorn echo -------------------------------------------
         floor_port = free_port()
         floor_server = ServerProcess(
-            env={"PYTHONPATH": str(REPO)}, workers=2, port=floor_port,
-            argv=[sys.executable, "-m", "gunicorn", "--workers", "2", "--threads", "4",
+            env={"PYTHONPATH": str(REPO)}, workers=args.workers, port=floor_port,
+            argv=[sys.executable, "-m", "gunicorn", "--workers", str(args.workers),
+                  "--threads", str(args.threads),
                   "--worker-class", "gthread", "--bind", f"127.0.0.1:{floor_port}",
                   "bench.echo_app:app"],
         )  # fmt: skip

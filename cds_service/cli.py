@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from . import logs
 from .config import ConfigError, Settings
 from .logs import configure_logging
 
@@ -82,6 +83,12 @@ def gunicorn_options(settings: Settings, reload: bool) -> dict[str, Any]:
     def child_exit(_server: Any, worker: Any) -> None:
         multiprocess.mark_process_dead(worker.pid, metrics_dir)
 
+    def post_worker_init(_worker: Any) -> None:
+        logs.start_background_writer()
+
+    def worker_exit(_server: Any, _worker: Any) -> None:
+        logs.stop_background_writer()
+
     return {
         "bind": f"{settings.host}:{settings.port}",
         "workers": settings.workers,
@@ -93,6 +100,9 @@ def gunicorn_options(settings: Settings, reload: bool) -> dict[str, Any]:
         "reload": reload,
         "accesslog": None,  # the app logs each request itself, without paths or bodies
         "child_exit": child_exit,
+        # Each worker writes its log lines from one background thread (see logs.py).
+        "post_worker_init": post_worker_init,
+        "worker_exit": worker_exit,
     }
 
 

@@ -3,6 +3,7 @@ multiprocess metrics aggregated across workers."""
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
@@ -187,3 +188,11 @@ def test_sigterm_lets_calls_in_flight_finish(tmp_path):
     assert result["reply"].status_code == 200 and result["reply"].json() == {"cards": []}
     assert server.returncode == 0, server.output
     assert "Handling signal: term" in server.output
+    # The worker's log lines (written by its background writer) are all out at exit.
+    requests_logged = [
+        json.loads(line) for line in server.output.splitlines()
+        if line.startswith("{") and '"message": "request"' in line
+    ]
+    routes = [(r["route"], r["status"]) for r in requests_logged]
+    assert routes[-1] == ("/cds-services/<service_id>", 200)  # answered last, logged last
+    assert set(routes[:-1]) == {("/healthz", 200)}  # start-up polls and the keep-alive call
