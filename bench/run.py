@@ -100,6 +100,7 @@ def main() -> int:
     parser.add_argument("--database-url", help="store (default: a fresh SQLite file)")
     args = parser.parse_args()
 
+    load_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="vitd-bench-") as tmp:
         tmpdir = Path(tmp)
         issuer = BenchIssuer(tmpdir)
@@ -203,6 +204,11 @@ def main() -> int:
             f"{rss_warm[pid]:.1f} MB, growth over {args.requests:,} requests "
             f"{now - rss_warm[pid]:+.1f} MB)  (target <= 120 MB, no growth)"
         )
+    load_end = os.getloadavg()
+    print(
+        f"\nmachine: {os.cpu_count()} CPUs; load average (1 min) {load_start[0]:.1f} at start, "
+        f"{load_end[0]:.1f} at end (other work on the machine skews every figure above)"
+    )
     errors = [line for line in service_out.splitlines() if '"level": "error"' in line]
     print(f"\nservice log: {len(errors)} error lines")
     return 0
