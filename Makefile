@@ -31,9 +31,10 @@ lint: $(BIN)/.installed
 	$(BIN)/hadolint Dockerfile
 
 # Throughput/latency against the framework floor, prefetch-less latency, RSS (not in `test`).
+# Options go in BENCH_ARGS, e.g. `make bench BENCH_ARGS='--auth off --requests 2000'`.
 bench: $(BIN)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache var
