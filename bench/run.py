@@ -98,6 +98,7 @@ def main() -> int:
     parser.add_argument("--fhir-delay", type=float, default=0.05, help="stub delay per query, s")
     parser.add_argument("--prefetchless-calls", type=int, default=100)
     parser.add_argument("--database-url", help="store (default: a fresh SQLite file)")
+    parser.add_argument("--redis-url", help="REDIS_URL for the service (JWT replay store)")
     args = parser.parse_args()
 
     load_start = os.getloadavg()
@@ -113,11 +114,15 @@ def main() -> int:
             "CDS_AUTH_DISABLED": "1" if args.auth == "off" else "0",
             "PROMETHEUS_MULTIPROC_DIR": "",
         }
+        if args.redis_url:
+            env["REDIS_URL"] = args.redis_url
         body = json.dumps(order_sign_request()).encode()
+        store = env["DATABASE_URL"].split(":")[0]
         print(
-            f"order-sign request: {len(body):,} bytes; auth {args.auth}; "
-            f"{args.connections} connections; {args.requests:,} measured requests after "
-            f"{args.warmup:,} warm-up\n"
+            f"store {store}, REDIS_URL {'set' if args.redis_url else 'unset'}; auth {args.auth}; "
+            f"gunicorn {args.workers} workers x {args.threads} threads; "
+            f"order-sign request {len(body):,} bytes; {args.connections} connections; "
+            f"{args.requests:,} measured requests after {args.warmup:,} warm-up"
         )
 
         # --- 1 + 3: the service -------------------------------------------------------------
