@@ -65,6 +65,7 @@ class Settings:
     fhir_max_response_bytes: int = 10 * 1024 * 1024
     fhir_max_workers: int = 8
     cors_origin: str = "*"
+    guideline_profile: str = "default"
     # prometheus-client's multiprocess directory (gunicorn workers); None: in-process metrics.
     metrics_multiproc_dir: str | None = None
     # `cds-service serve` (gunicorn); sane for 2 cores: 2 processes x 4 threads.
@@ -75,6 +76,15 @@ class Settings:
     graceful_timeout_s: float = 20.0
     # Tests switch this on: every response is checked against the CDS Hooks response schema.
     validate_responses: bool = False
+
+    def __post_init__(self) -> None:
+        from .guideline import PROFILES
+
+        if self.guideline_profile not in PROFILES:
+            raise ConfigError(
+                f"CDS_GUIDELINE_PROFILE must be one of {', '.join(PROFILES)}, "
+                f"not {self.guideline_profile!r}"
+            )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -95,6 +105,7 @@ class Settings:
             ),
             fhir_max_workers=int(_number(env, "CDS_FHIR_MAX_WORKERS", 8, minimum=1)),
             cors_origin=env.get("CDS_CORS_ORIGIN") or "*",
+            guideline_profile=env.get("CDS_GUIDELINE_PROFILE") or "default",
             metrics_multiproc_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
             host=env.get("HOST") or "127.0.0.1",
             port=_port(env, "PORT", 8080),

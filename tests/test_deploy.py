@@ -21,9 +21,9 @@ REPO = Path(__file__).resolve().parents[1]
 K8S = REPO / "deploy" / "k8s"
 # Oldest Kubernetes minor still widely run, and the newest the bundled schemas know.
 K8S_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
-# Read by code arriving on other branches (security: REDIS_URL; guideline profiles:
-# CDS_GUIDELINE_PROFILE). Drop each name here once Settings.from_env reads it.
-PENDING_VARIABLES = {"REDIS_URL", "CDS_GUIDELINE_PROFILE"}
+# Read by code arriving on another branch (security: REDIS_URL, the JWT replay store). Drop
+# each name here once Settings.from_env reads it.
+PENDING_VARIABLES = {"REDIS_URL"}
 
 
 def manifests() -> list[tuple[str, dict]]:

@@ -62,7 +62,7 @@ def issued(monkeypatch):
     """Every call returns a warning `vitd-deficiency` and an info `k2-consideration` card."""
     cards: list[dict] = []
 
-    def fake_cards_for(facts):
+    def fake_cards_for(*_args, **_kwargs):
         new = [_card("vitd-deficiency", "warning"), _card("k2-consideration", "info")]
         cards.extend(new)
         return new
