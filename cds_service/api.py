@@ -10,14 +10,13 @@ import logging
 import re
 import time
 import traceback
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Flask, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from . import engine, metrics
+from . import engine, ids, metrics
 from .auth import authenticate
 from .config import Settings
 from .errors import ApiError, BadRequest, NotFound, UnsupportedMediaType
@@ -141,7 +140,7 @@ def _on_unexpected(exc: Exception):
 def _before():
     g.started = time.perf_counter()
     incoming = request.headers.get("X-Request-ID", "")
-    g.request_id = incoming if REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    g.request_id = incoming if REQUEST_ID.match(incoming) else ids.uuid4().hex
 
 
 def _after(response):

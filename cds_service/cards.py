@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import tomllib
-import uuid
 from collections.abc import Mapping
 from datetime import datetime
 from functools import cache
@@ -20,7 +19,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
-from . import orders
+from . import ids, orders
 from .guideline import Guideline
 from .rules.findings import Create, Delete, Finding, LabOrder, MedicationOrder
 
@@ -178,7 +177,7 @@ def render(finding: Finding, guideline: Guideline, patient_id: str, now: datetim
         source["url"] = citation.url
     source["topic"] = {"system": TOPIC_SYSTEM, "code": finding.topic, "display": tpl.title}
     card: dict[str, Any] = {
-        "uuid": str(uuid.uuid4()),
+        "uuid": str(ids.uuid4()),
         "summary": _summary(tpl.summary.render(context)),
         "indicator": finding.indicator,
         "detail": tpl.detail.render(
@@ -190,7 +189,7 @@ def render(finding: Finding, guideline: Guideline, patient_id: str, now: datetim
         card["suggestions"] = [
             {
                 "label": tpl.labels[p.key].render({**context, **p.data}),
-                "uuid": str(uuid.uuid4()),
+                "uuid": str(ids.uuid4()),
                 "actions": [_action(a, patient_id, now) for a in p.actions],
             }
             for p in finding.proposals
