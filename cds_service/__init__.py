@@ -32,6 +32,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     store = Store(settings.database_url)
     if settings.migrate_on_start:
         store.migrate()
+    if settings.record_cards_in_background:
+        store.record_in_background()
     gather_settings = GatherSettings(
         budget_s=settings.fhir_budget_s,
         connect_timeout_s=settings.fhir_connect_timeout_s,

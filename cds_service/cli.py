@@ -86,7 +86,10 @@ def gunicorn_options(settings: Settings, reload: bool) -> dict[str, Any]:
     def post_worker_init(_worker: Any) -> None:
         logs.start_background_writer()
 
-    def worker_exit(_server: Any, _worker: Any) -> None:
+    def worker_exit(_server: Any, worker: Any) -> None:
+        app = getattr(worker, "wsgi", None)
+        if app is not None:  # write the issued-card records still queued
+            app.extensions["vitd.runtime"].store.flush_and_stop()
         logs.stop_background_writer()
 
     return {
@@ -118,7 +121,9 @@ def _run_gunicorn(settings: Settings, reload: bool) -> None:
     store = Store(settings.database_url)
     store.migrate()  # once, in the master, so workers never race on the schema
     store.dispose()
-    worker_settings = settings.with_overrides(migrate_on_start=False)
+    worker_settings = settings.with_overrides(
+        migrate_on_start=False, record_cards_in_background=True
+    )
     options = gunicorn_options(settings, reload)
 
     class _Server(BaseApplication):

@@ -74,6 +74,9 @@ class Settings:
     workers: int = 2
     threads: int = 4
     graceful_timeout_s: float = 20.0
+    # `cds-service serve` switches this on in its workers (not an environment setting):
+    # issued-card records are written in batches by a background thread (store.py).
+    record_cards_in_background: bool = False
     # Tests switch this on: every response is checked against the CDS Hooks response schema.
     validate_responses: bool = False
 

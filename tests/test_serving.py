@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import requests
+import sqlalchemy as sa
 from click.testing import CliRunner
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
@@ -54,7 +56,18 @@ def test_serve_flags_beat_env(captured, monkeypatch):
     monkeypatch.setenv("WEB_CONCURRENCY", "3")
     result = CliRunner().invoke(
         cli.main,
-        ["serve", "--host", "::1", "--port", "9000", "--workers", "1", "--threads", "2", "--reload"],
+        [
+            "serve",
+            "--host",
+            "::1",
+            "--port",
+            "9000",
+            "--workers",
+            "1",
+            "--threads",
+            "2",
+            "--reload",
+        ],
     )
     assert result.exit_code == 0, result.output
     s = captured["settings"]
@@ -116,7 +129,9 @@ def _discovery_count(files: list[Path]) -> float:
     for metric in MultiProcessCollector.merge([str(f) for f in files], accumulate=True):
         for sample in metric.samples:
             if sample.name == "vitd_cds_http_requests_total" and sample.labels == {
-                "route": "/cds-services", "service": "none", "status": "200"
+                "route": "/cds-services",
+                "service": "none",
+                "status": "200",
             }:
                 return sample.value
     return 0
@@ -159,11 +174,17 @@ def test_metrics_add_up_across_gunicorn_workers(tmp_path):
 def test_sigterm_lets_calls_in_flight_finish(tmp_path):
     """A call still gathering FHIR data when SIGTERM arrives is answered; then a prompt exit 0."""
     env = _env(tmp_path, CDS_GRACEFUL_TIMEOUT_S="60", CDS_FHIR_BUDGET_S="10")
-    with FhirStub(delay_s=1.5) as stub, ServerProcess(
-        env=env, workers=1, stop_timeout_s=20
-    ) as server:
+    with (
+        FhirStub(delay_s=1.5) as stub,
+        ServerProcess(env=env, workers=1, stop_timeout_s=20) as server,
+    ):
         stub.add(f"Patient/{PATIENT_ID}", patient())
-        for resource_type in ("Observation", "MedicationRequest", "MedicationStatement", "Condition"):
+        for resource_type in (
+            "Observation",
+            "MedicationRequest",
+            "MedicationStatement",
+            "Condition",
+        ):
             stub.add(resource_type, searchset([]))
         # An idle keep-alive connection must not hold the stop up either.
         keepalive = requests.Session()
@@ -190,9 +211,57 @@ def test_sigterm_lets_calls_in_flight_finish(tmp_path):
     assert "Handling signal: term" in server.output
     # The worker's log lines (written by its background writer) are all out at exit.
     requests_logged = [
-        json.loads(line) for line in server.output.splitlines()
+        json.loads(line)
+        for line in server.output.splitlines()
         if line.startswith("{") and '"message": "request"' in line
     ]
     routes = [(r["route"], r["status"]) for r in requests_logged]
     assert routes[-1] == ("/cds-services/<service_id>", 200)  # answered last, logged last
     assert set(routes[:-1]) == {("/healthz", 200)}  # start-up polls and the keep-alive call
+
+
+@pytest.mark.slow
+def test_issued_cards_queued_in_a_worker_are_written_at_stop(tmp_path):
+    """Under `serve` issued-card records are batched in the background; a stop loses none."""
+    from cds_service import fixtures
+    from cds_service.store import Store, issued_card
+
+    database = tmp_path / "serve.sqlite3"
+    body = fixtures.load("adult-deficient").request("vitamin-d-order-sign")
+    with ServerProcess(env=_env(tmp_path), workers=1) as server:
+        reply = requests.post(
+            f"{server.base_url}/cds-services/vitamin-d-order-sign", json=body, timeout=10
+        )
+        assert reply.status_code == 200
+        issued = sorted(card["uuid"] for card in reply.json()["cards"])
+        assert issued
+    assert server.returncode == 0, server.output
+    store = Store(f"sqlite:///{database}")
+    try:
+        with store.engine.connect() as c:
+            written = sorted(c.execute(sa.select(issued_card.c.card_uuid)).scalars())
+    finally:
+        store.dispose()
+    assert written == issued
+
+
+def test_worker_exit_hook_writes_queued_card_records(make_app, settings):
+    app = make_app(settings)
+    store = app.extensions["vitd.runtime"].store
+    store.record_in_background(interval_s=60)  # nothing is written before the hook
+    card = {"uuid": "0b7d4a4e-7d7c-4b8e-9a51-2f6f7a3c1d10", "indicator": "info",
+            "source": {"topic": {"code": "vitd-deficiency"}}}  # fmt: skip
+    store.record_cards("vitamin-d-patient-view", [card], issued_at=datetime.now(UTC))
+
+    class Worker:
+        wsgi = app
+
+    cli.gunicorn_options(settings, reload=False)["worker_exit"](None, Worker())
+    assert [row["topic"] for row in _issued(store)] == ["vitd-deficiency"]
+
+
+def _issued(store) -> list[dict]:
+    from cds_service.store import issued_card
+
+    with store.engine.connect() as c:
+        return [dict(r._mapping) for r in c.execute(sa.select(issued_card))]
