@@ -228,3 +228,44 @@ def test_dockerfile_promises():
     assert "HEALTHCHECK" in final and "/healthz" in final
     assert not re.search(r"apt-get|gcc|build-essential", final)
     assert 'CMD ["serve"]' in final
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "card templates live in the top-level cards/ directory, outside the package, so a "
+        "wheel (what the Dockerfile installs) lacks them and create_app() stops; move them "
+        "under cds_service/ and list them in package-data, then drop this marker"
+    ),
+)
+def test_the_installed_wheel_starts(tmp_path):
+    """What the Dockerfile does: `pip install .` (not editable), then start the app from it."""
+    import subprocess
+    import sys
+
+    wheels, target = tmp_path / "wheels", tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels), str(REPO)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    (wheel,) = wheels.glob("*.whl")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
+         str(wheel)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    script = (
+        "import cds_service, sys\n"
+        f"assert cds_service.__file__.startswith({str(target)!r}), cds_service.__file__\n"
+        "from cds_service import Settings, create_app\n"
+        f"app = create_app(Settings(database_url='sqlite:///{tmp_path}/w.sqlite3', auth_disabled=True))\n"
+        "client = app.test_client()\n"
+        "assert client.get('/readyz').status_code == 200\n"
+        "assert client.get('/cds-services').status_code == 200\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
+        env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
