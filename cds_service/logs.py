@@ -64,7 +64,17 @@ def stop_background_writer() -> None:
 
 
 class _ExtraKeepingQueueHandler(QueueHandler):
-    """QueueHandler whose `prepare` leaves the record's `extra` fields for the JSON formatter."""
+    """QueueHandler whose `prepare` leaves the record's `extra` fields for the JSON formatter.
+
+    It takes no handler lock: the queue is thread-safe, and under load that lock was itself a
+    place where request threads queued up (each wait also a wait for the GIL).
+    """
+
+    def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+        if not self.filter(record):
+            return False
+        self.emit(record)
+        return True
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         record = copy.copy(record)

@@ -62,3 +62,17 @@ def test_exceptions_do_not_break_the_writer(captured_root):
     logs.stop_background_writer()
     (line,) = [json.loads(x) for x in captured_root.getvalue().splitlines()]
     assert line["message"] == "failed" and line["level"] == "error"
+
+
+def test_request_threads_take_no_handler_lock(captured_root):
+    logs.start_background_writer()
+    (queue_handler,) = logging.getLogger().handlers
+
+    def refuse() -> None:
+        raise AssertionError("the queue handler took its lock")
+
+    queue_handler.acquire = refuse  # type: ignore[method-assign]
+    logging.getLogger("cds_service.test").info("no lock", extra={"route": "/y"})
+    logs.stop_background_writer()
+    (line,) = [json.loads(x) for x in captured_root.getvalue().splitlines()]
+    assert line["message"] == "no lock" and line["route"] == "/y"
