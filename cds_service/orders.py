@@ -67,7 +67,7 @@ def _course(schedule: Schedule) -> str:
         word = _UNIT_WORDS[unit] + ("" if value == 1 else "s")
         return f" for {_num(value)} {word}"
     if schedule.count is not None:
-        return " (1 dose)" if schedule.count == 1 else f" ({schedule.count} doses)"
+        return f" ({schedule.count} doses)"
     return ""
 
 
@@ -102,7 +102,10 @@ def medication_request(order: MedicationOrder, patient_id: str, now: datetime) -
         start = now + timedelta(weeks=order.starts_after_weeks)
     if start is not None and schedule.weeks is not None:
         raise InvalidResource("a delayed course is not supported")
-    text = f"{schedule.dose_iu:,} IU by mouth {describe(schedule)}{_course(schedule)}"
+    if schedule.count == 1:
+        text = f"{schedule.dose_iu:,} IU by mouth as a single dose"
+    else:
+        text = f"{schedule.dose_iu:,} IU by mouth {describe(schedule)}{_course(schedule)}"
     if start is not None and schedule.weeks is None and schedule.duration is None:
         text += f", starting {start.date().isoformat()}"
     resource = {

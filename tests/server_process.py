@@ -68,7 +68,7 @@ class ServerProcess:
                 requests.get(f"{self.base_url}/healthz", timeout=1)
                 if len(self.worker_pids()) >= self.workers:  # all forked, not just the first
                     return self
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # a worker still booting
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     self.stop()
                     raise RuntimeError(f"server did not start:\n{self.output}") from None

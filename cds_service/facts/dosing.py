@@ -227,6 +227,8 @@ def plain_timing(dosage: dict) -> DoseTiming | None:
     frequency = repeat.get("frequency", 1)
     period = _number(repeat.get("period"))
     unit = repeat.get("periodUnit")
+    if repeat.get("count") == 1 and period is None and unit is None and frequency == 1:
+        return DoseTiming(1, 1, "d", count=1)  # one single administration
     if not isinstance(frequency, int) or isinstance(frequency, bool) or frequency < 1:
         return None
     if period is None or unit not in _TIMING_UNITS:

@@ -188,7 +188,21 @@ def _product(resource: dict, referenced: Mapping[str, dict]):
         ref = resource.get("medicationReference")
         if isinstance(ref, dict) and isinstance(ref.get("display"), str):
             texts.append(ref["display"])
-    return codings, texts, stated
+    return codings, texts + _rxnorm_names(codings, texts), stated
+
+
+def _rxnorm_names(codings: list[tuple[Any, Any]], texts: list[str]) -> list[str]:
+    """Known RxNorm names of the coded products (knowledge `rxnorm_names`), after any text sent
+    with the order, so a coded-only product is still read by name (ingredients, strength)."""
+    names = load("medications")["rxnorm_names"]
+    system = _matchers().rxnorm_system
+    out = []
+    for coding_system, code in codings:
+        if coding_system == system and isinstance(code, str):
+            name = names.get(code.strip())
+            if name and name not in texts and name not in out:
+                out.append(name)
+    return out
 
 
 def _stated_strength(
