@@ -23,7 +23,9 @@ from . import ids, orders
 from .guideline import Guideline
 from .rules.findings import Create, Delete, Finding, LabOrder, MedicationOrder
 
-CARDS_DIR = Path(__file__).resolve().parent.parent / "cards"
+# The top-level cards/ directory; `card_templates` is a link to it, so wheels carry the
+# templates as package data (setuptools copies the files the link points to).
+CARDS_DIR = Path(__file__).resolve().parent / "card_templates"
 TOPIC_SYSTEM = "urn:vitd-cds:topic"
 OVERRIDE_SYSTEM = "urn:vitd-cds:override-reason"
 SUMMARY_MAX = 140
