@@ -14,7 +14,7 @@ __all__ = ["Settings", "create_app"]
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the app from `settings` (default: the environment), with its store and FHIR client."""
-    from . import api, engine
+    from . import api, engine, metrics
     from .cards import check_templates
     from .fhir_client import FhirClient
     from .gather import GatherSettings
@@ -32,6 +32,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     store = Store(settings.database_url)
     if settings.migrate_on_start:
         store.migrate()
+    if settings.record_cards_in_background:
+        store.record_in_background()
     gather_settings = GatherSettings(
         budget_s=settings.fhir_budget_s,
         connect_timeout_s=settings.fhir_connect_timeout_s,
@@ -39,15 +41,17 @@ def create_app(settings: Settings | None = None) -> Flask:
         max_response_bytes=settings.fhir_max_response_bytes,
         max_workers=settings.fhir_max_workers,
     )
+    app_metrics = metrics.Metrics(settings.metrics_multiproc_dir)
     runtime = engine.Runtime(
         store=store,
-        fhir=FhirClient(max_workers=settings.fhir_max_workers),
+        fhir=FhirClient(max_workers=settings.fhir_max_workers, observe=app_metrics.observe_fhir),
         gather_settings=gather_settings,
         guideline=guideline,
     )
     app.extensions["vitd.settings"] = settings
     app.extensions["vitd.runtime"] = runtime
     api.register(app)
+    metrics.install(app, app_metrics)
     from . import preview
 
     preview.register(app, settings)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from .config import Settings
 from .errors import Unauthorized
+from .metrics import jwt_rejected
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ def authenticate(authorization: str | None, settings: Settings) -> Caller:
         return Caller()
     # Never log the header itself: it is a credential.
     log.warning("refused a call: JWT verification is not configured on this service")
+    jwt_rejected("not_configured")
     raise Unauthorized()
 
 
