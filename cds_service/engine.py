@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .errors import PreconditionFailed
+from .errors import BadRequest, PreconditionFailed
 from .facts import Facts, build_facts
 from .fhir_client import FhirClient
-from .gather import DataUnavailable, GatherSettings, gather
+from .gather import DataUnavailable, GatherSettings, ServerRefused, gather
 from .registry import ServiceSpec
 from .store import Store
 
@@ -44,14 +44,22 @@ def cards_for(facts: Facts) -> list[dict[str, Any]]:
     return []  # no guideline rule is implemented yet (issues 4 and 5)
 
 
-def respond(spec: ServiceSpec, request: dict[str, Any], runtime: Runtime, now: datetime) -> Outcome:
+def respond(
+    spec: ServiceSpec,
+    request: dict[str, Any],
+    runtime: Runtime,
+    now: datetime,
+    tenant: str | None = None,
+) -> Outcome:
     try:
         gathered = gather(request, spec.prefetch, runtime.gather_settings, runtime.fhir)
+    except ServerRefused as exc:
+        raise BadRequest("fhirServer refused", [exc.reason]) from None
     except DataUnavailable as exc:
         raise PreconditionFailed(
             details=[f"{key}: {reason}" for key, reason in sorted(exc.missing.items())]
         ) from None
-    facts = build_facts(request, gathered, service_id=spec.id, now=now)
+    facts = build_facts(request, gathered, service_id=spec.id, now=now, tenant=tenant)
     cards = cards_for(facts)
     if cards:
         try:

@@ -116,7 +116,12 @@ def _draft_entries(context: Mapping[str, Any]) -> tuple[list[Any], list[str | No
 
 
 def build_facts(
-    request: Mapping[str, Any], gathered: Gathered, *, service_id: str, now: datetime
+    request: Mapping[str, Any],
+    gathered: Gathered,
+    *,
+    service_id: str,
+    now: datetime,
+    tenant: str | None = None,
 ) -> Facts:
     """Typed facts for one call. `request` is schema-valid; `gathered` is untrusted content."""
     context = request["context"]
@@ -168,5 +173,6 @@ def build_facts(
         drafts=tuple(drafts),
         selections=tuple(context.get("selections") or ()),
         conditions=read_conditions(conditions),
+        tenant=tenant,
         skipped=gathered.skipped + reader.skipped,
     )
