@@ -78,7 +78,7 @@ def _embedded_v4(address: IPAddress) -> ipaddress.IPv4Address | None:
 
 def never_allowed(address: IPAddress) -> str | None:
     """Refused in every mode, allowlisted or not."""
-    for a in filter(None, (address, _embedded_v4(address))):
+    for a in filter(None, (_embedded_v4(address), address)):
         if a in METADATA:
             return "cloud metadata address"
         if a.is_unspecified:
@@ -93,16 +93,18 @@ def non_public(address: IPAddress) -> str | None:
     reason = never_allowed(address)
     if reason:
         return reason
-    for a in filter(None, (address, _embedded_v4(address))):
+    for a in filter(None, (_embedded_v4(address), address)):
         if a.is_loopback:
             return "loopback address"
         if a.is_link_local:
             return "link-local address"
         if isinstance(a, ipaddress.IPv4Address) and a in SHARED:
             return "shared (CGNAT) address"
+        if a.is_reserved:
+            return "reserved address"
         if a.is_private:
             return "private address"
-        if a.is_reserved or not a.is_global:
+        if not a.is_global:
             return "reserved address"
     return None
 
