@@ -17,7 +17,7 @@ from typing import Any
 from flask import Blueprint, Flask, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from . import engine, limits
+from . import engine, limits, openapi
 from .auth import Authenticator, AuthRejected, Caller
 from .config import Settings
 from .errors import ApiError, BadRequest, NotFound, UnsupportedMediaType
@@ -129,6 +129,11 @@ def _topics(cards: list[dict]) -> dict[str, int]:
         key = code if isinstance(code, str) else "(none)"
         counts[key] = counts.get(key, 0) + 1
     return counts
+
+
+@bp.get("/openapi.json")
+def openapi_document():
+    return jsonify(openapi.document())
 
 
 @bp.get("/healthz")
