@@ -234,7 +234,7 @@ def fetch_jwks(url: str) -> Mapping[str, Any]:
 @dataclass
 class _CachedSet:
     keys: dict[str | None, list[dict]]  # kid -> JWKs (None: keys without a kid)
-    fetched_at: float
+    fetched_at: float | None  # None: never fetched successfully
     last_attempt: float
 
 
@@ -274,10 +274,20 @@ class KeyCache:
         with self._lock:  # one fetch per URL at a time; fetches are short and rare
             now = self._clock()
             cached = self._sets.get(url)
-            if cached is None or now - cached.fetched_at >= self._ttl_s:
-                cached = self._refresh(url, cached, now)
+            # Every fetch, due or not, waits `min_refetch_s` after the last attempt, so neither
+            # bogus kids nor a key endpoint that is down cause a fetch per call.
+            may_fetch = cached is None or now - cached.last_attempt >= self._min_refetch_s
+            stale = (
+                cached is None
+                or cached.fetched_at is None
+                or now - cached.fetched_at >= self._ttl_s
+            )
+            if may_fetch and stale:
+                cached, may_fetch = self._refresh(url, cached, now), False
+            if cached is None or cached.fetched_at is None:
+                raise KeyFetchError("no key set fetched yet")
             found = _select(cached.keys, kid)
-            if not found and now - cached.last_attempt >= self._min_refetch_s:
+            if not found and may_fetch:
                 cached = self._refresh(url, cached, now)
                 found = _select(cached.keys, kid)
             return found
@@ -287,10 +297,9 @@ class KeyCache:
             jwks = self._fetch(url)
         except KeyFetchError as exc:
             log.warning("could not fetch a JWK Set", extra={"jwks_url": url, "error": str(exc)})
-            if cached is None:
-                self._sets[url] = _CachedSet({}, float("-inf"), now)
-                raise
+            cached = cached or _CachedSet({}, None, now)
             cached.last_attempt = now
+            self._sets[url] = cached
             return cached
         fresh = _CachedSet(_index(jwks), now, now)
         self._sets[url] = fresh

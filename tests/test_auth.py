@@ -29,7 +29,7 @@ from cds_service.auth import (
 from cds_service.config import ConfigError, Settings
 
 from .builders import hook_request, null_prefetch
-from .fhir_stub import FhirStub
+from .fhir_stub import FhirStub, Reply
 from .jwt_helpers import (
     ISS,
     PUBLIC_BASE,
@@ -368,11 +368,39 @@ def test_a_failing_key_endpoint_keeps_the_last_good_keys():
         assert len(stub.requests) == 2
 
 
-def test_key_endpoint_unreachable():
+def test_key_endpoint_unreachable_is_asked_at_most_every_30_s():
+    key = signer("ES384", "k")
+    clock = Clock()
     with FhirStub() as stub:
-        url = f"{stub.base_url}/missing.json"  # 404
-    auth = authenticator([{"iss": ISS, "jwks_url": url}], Clock())
-    assert reason_of(auth, signer().sign()) is Rejection.KEYS_UNAVAILABLE
+        url = f"{stub.base_url}/jwks.json"  # 404 until added
+        auth = authenticator([{"iss": ISS, "jwks_url": url}], clock)
+        for _ in range(3):
+            assert reason_of(auth, key.sign()) is Rejection.KEYS_UNAVAILABLE
+        assert len(stub.requests) == 1
+        stub.add("jwks.json", jwks(key))
+        clock.now += 10
+        assert reason_of(auth, key.sign()) is Rejection.KEYS_UNAVAILABLE
+        clock.now += 25
+        assert verify(auth, key.sign()).issuer == ISS
+        assert len(stub.requests) == 2
+
+
+def test_expired_cache_with_the_endpoint_down_refetches_at_most_every_30_s():
+    key = signer("ES384", "k")
+    clock = Clock()
+    with FhirStub() as stub:
+        url = f"{stub.base_url}/jwks.json"
+        stub.add("jwks.json", jwks(key))
+        auth = authenticator([{"iss": ISS, "jwks_url": url}], clock)
+        verify(auth, key.sign())
+        stub.add("jwks.json", Reply(status=503))
+        clock.now += 3600
+        for _ in range(4):
+            assert verify(auth, key.sign()).issuer == ISS  # the last good keys
+        assert len(stub.requests) == 2
+        clock.now += 30
+        verify(auth, key.sign())
+        assert len(stub.requests) == 3
 
 
 def test_jku_is_followed_only_when_listed():
