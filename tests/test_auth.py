@@ -548,3 +548,23 @@ def test_unauthenticated_bind_only_on_loopback(host, insecure, refused, caplog):
 
 def test_authenticated_bind_anywhere():
     check_bind("0.0.0.0", Settings(auth_disabled=False))
+
+
+def test_serve_refuses_a_bad_issuer_file_before_starting(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from cds_service.cli import main
+
+    (tmp_path / "issuers.json").write_text('[{"iss": "x"}]', "utf-8")
+    monkeypatch.setenv("CDS_TRUSTED_ISSUERS_FILE", str(tmp_path / "issuers.json"))
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 's.sqlite3'}")
+    monkeypatch.delenv("CDS_AUTH_DISABLED", raising=False)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:  # serve configures the root logger for production; put the test's back after
+        result = CliRunner().invoke(main, ["serve", "--host", "127.0.0.1", "--port", "1"])
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    assert result.exit_code != 0
+    assert "exactly one of 'jwks_url' and 'jwks'" in result.output
