@@ -9,9 +9,11 @@ generic body; the short `reason` goes to the log and to metrics, never the token
 - `alg` is RS256/384/512, ES256/384/512 or PS256/384/512 (never `none`, never HMAC) and the
   key named by `kid` has the matching type (and curve);
 - the signature verifies against that issuer's keys: its inline `jwks`, its `jwks_url`, or a
-  `jku` header URL when (and only when) that URL is listed for the issuer. Fetched key sets are
-  cached for `KEY_TTL_S`; an unknown `kid` triggers one refetch, at most every
-  `MIN_REFETCH_S` per URL, so a rotated key is picked up and a flood of bogus kids is not;
+  `jku` header URL when (and only when) that URL is listed for the issuer (an unlisted `jku`
+  is refused; with inline `jwks` a listed `jku` is accepted but the inline keys are used).
+  Fetched key sets are cached for `KEY_TTL_S`; an unknown `kid` triggers one refetch, and no
+  URL is fetched more often than every `MIN_REFETCH_S`, so a rotated key is picked up and
+  neither a flood of bogus kids nor a key endpoint that is down causes a fetch per call;
 - `aud` (string or array) holds the URL that was called; `exp` is present, not past, and at most
   one hour ahead; `nbf` and `iat` are honoured; 60 s clock leeway;
 - `jti` is present and has never been accepted before within its lifetime. The replay store is
@@ -432,7 +434,8 @@ class Authenticator:
             allowed = issuer.jku_allowed | ({issuer.jwks_url} if issuer.jwks_url else set())
             if not isinstance(jku, str) or jku not in allowed:
                 raise AuthRejected(Rejection.JKU_NOT_ALLOWED)
-            url: str | None = jku
+            # Inline keys are pinned: a listed jku is accepted but never fetched.
+            url: str | None = jku if issuer.jwks is None else None
         else:
             url = issuer.jwks_url
         if url is None:

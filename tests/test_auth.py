@@ -15,6 +15,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from cds_service import auth as auth_module
 from cds_service import engine
 from cds_service.auth import (
     Authenticator,
@@ -280,6 +281,24 @@ def test_sandbox_public_jwks_trusts_only_the_sandbox_key(
     assert_refused(call(client, forged), caplog, Rejection.BAD_SIGNATURE, forged)
 
 
+def test_inline_keys_with_a_listed_jku_are_never_fetched(make_app, settings, tmp_path, monkeypatch):
+    """The sandbox's set-up: its tokens name a jku; with its keys inline, that URL is accepted
+    (being listed) and never contacted."""
+    monkeypatch.setattr(auth_module, "fetch_jwks", lambda url: pytest.fail(f"fetched {url}"))
+    jku = "https://sandbox.cds-hooks.org/.well-known/jwks.json"
+    s = signer("ES384", kid="44823f3d-0b01-4a6c-a80e-b9d3e8a7226f", n=3)
+    entry = {"iss": "https://sandbox.cds-hooks.org", "jwks": jwks(s), "jku_allowed": [jku]}
+    path = write_issuers(tmp_path / "sandbox.json", [entry])
+    settings = settings.with_overrides(
+        auth_disabled=False, trusted_issuers_file=path, public_base_url=PUBLIC_BASE
+    )
+    client = make_app(settings).test_client()
+    token = s.sign(iss="https://sandbox.cds-hooks.org", headers={"jku": jku})
+    assert call(client, token).status_code == 200
+    other = s.sign(iss="https://sandbox.cds-hooks.org", headers={"jku": jku + "?x"})
+    assert call(client, other).status_code == 401
+
+
 # --- keys fetched from the issuer: cache, rotation, jku ---------------------------------------
 
 
@@ -409,15 +428,17 @@ def test_jku_is_followed_only_when_listed():
         jku = f"{stub.base_url}/jku.json"
         stub.add("jku.json", jwks(listed))
         stub.add("unlisted.json", jwks(listed))
+        stub.add("keys.json", jwks(other))
         auth = authenticator(
-            [{"iss": ISS, "jwks": jwks(other), "jku_allowed": [jku]}], Clock()
+            [{"iss": ISS, "jwks_url": f"{stub.base_url}/keys.json", "jku_allowed": [jku]}], Clock()
         )
         assert verify(auth, listed.sign(headers={"jku": jku})).issuer == ISS
-        assert verify(auth, other.sign()).issuer == ISS  # no jku: the inline keys
+        assert verify(auth, other.sign()).issuer == ISS  # no jku: the issuer's jwks_url
         for unlisted in (f"{stub.base_url}/unlisted.json", "https://evil.example.org/jwks"):
             token = listed.sign(headers={"jku": unlisted})
             assert reason_of(auth, token) is Rejection.JKU_NOT_ALLOWED
-        assert [r.path for r in stub.requests] == ["jku.json"]  # unlisted never fetched
+        # unlisted never fetched
+        assert sorted(r.path for r in stub.requests) == ["jku.json", "keys.json"]
 
 
 def test_unlisted_jku_over_http(auth_client, caplog):
