@@ -411,9 +411,10 @@ class Authenticator:
         except jwt.PyJWTError:
             raise AuthRejected(Rejection.MALFORMED) from None
         alg = header.get("alg")
-        if alg not in ALGORITHMS:
+        if not isinstance(alg, str) or alg not in ALGORITHMS:
             raise AuthRejected(Rejection.ALG_NOT_ALLOWED)
-        issuer = self.issuers.get(unverified.get("iss")) if isinstance(unverified, dict) else None
+        iss = unverified.get("iss") if isinstance(unverified, dict) else None
+        issuer = self.issuers.get(iss) if isinstance(iss, str) else None
         if issuer is None:
             raise AuthRejected(Rejection.UNKNOWN_ISSUER)
         kid = header.get("kid")

@@ -150,6 +150,23 @@ def test_garbage(auth_client, caplog, header, reason):
     assert_refused(call(auth_client, None, raw=header), caplog, reason)
 
 
+@pytest.mark.parametrize(
+    ("header", "payload", "reason"),
+    [
+        ({"alg": ["ES384"], "kid": "es384-0"}, claims(), Rejection.ALG_NOT_ALLOWED),
+        ({"alg": {"ES384": 1}, "kid": "es384-0"}, claims(), Rejection.ALG_NOT_ALLOWED),
+        ({"alg": "ES384", "kid": "es384-0"}, claims(iss=[ISS]), Rejection.UNKNOWN_ISSUER),
+        ({"alg": "ES384", "kid": "es384-0"}, claims(iss={"x": 1}), Rejection.UNKNOWN_ISSUER),
+        ({"alg": "ES384", "kid": 7}, claims(), Rejection.MALFORMED),
+        ({"alg": "ES384", "kid": "es384-0", "jku": ["x"]}, claims(), Rejection.JKU_NOT_ALLOWED),
+        ({"alg": "ES384", "kid": "es384-0"}, [1, 2], Rejection.MALFORMED),
+    ],
+)
+def test_odd_json_in_header_or_claims(auth_client, caplog, header, payload, reason):
+    token = f"{b64(header)}.{b64(payload) if isinstance(payload, dict) else b64(json.dumps(payload).encode())}.{b64(b'sig')}"
+    assert_refused(call(auth_client, token), caplog, reason, token)
+
+
 def test_alg_none(auth_client, caplog):
     token = unsigned({"alg": "none", "typ": "JWT", "kid": signer().kid}, claims())
     assert_refused(call(auth_client, token), caplog, Rejection.ALG_NOT_ALLOWED, token)
