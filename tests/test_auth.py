@@ -14,6 +14,9 @@ import time
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from cds_service import auth as auth_module
 from cds_service import engine
@@ -606,3 +609,66 @@ def test_serve_refuses_a_bad_issuer_file_before_starting(tmp_path, monkeypatch):
         root.setLevel(level)
     assert result.exit_code != 0
     assert "exactly one of 'jwks_url' and 'jwks'" in result.output
+
+
+# --- any token at all: a refusal, never an error ----------------------------------------------
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=4), kids, max_size=3),
+    max_leaves=8,
+)
+_now = int(time.time())
+_claim_values = {
+    "iss": st.just(ISS) | _json,
+    "aud": st.just(SERVICE_URL) | st.just([SERVICE_URL, 1]) | _json,
+    "exp": st.integers(_now - 100, _now + 8000) | _json,
+    "nbf": st.integers(_now - 100, _now + 200) | _json,
+    "iat": st.integers(_now - 100, _now + 200) | _json,
+    "jti": st.text(max_size=10) | _json,
+    "tenant": _json,
+}
+_claims = st.fixed_dictionaries({}, optional=_claim_values)
+
+
+@hypothesis_settings(max_examples=200, deadline=None)
+@given(
+    header=st.fixed_dictionaries(
+        {},
+        optional={
+            "alg": st.sampled_from(["ES384", "RS384", "HS256", "none", "PS256"]) | _json,
+            "kid": st.sampled_from(["es384-0", "rs384-0", "nope"]) | _json,
+            "jku": _json,
+            "typ": _json,
+        },
+    ),
+    payload=_claims | _json,
+    signature=st.binary(max_size=64),
+)
+def test_any_unsigned_token_is_refused_never_raises(header, payload, signature):
+    auth = authenticator([{"iss": ISS, "jwks": jwks(signer("ES384"), signer("RS384"))}], Clock())
+    token = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(payload).encode())}.{b64(signature)}"
+    with pytest.raises(AuthRejected):
+        verify(auth, token)
+
+
+@hypothesis_settings(max_examples=200, deadline=None)
+@given(
+    payload=st.fixed_dictionaries(
+        {}, optional={**_claim_values, "iss": st.just(ISS) | st.text(max_size=8)}
+    ),  # PyJWT will not sign a non-string iss; the unsigned test above sends those
+    alg=st.sampled_from(["ES384", "RS384"]),
+)
+def test_any_claims_signed_by_a_trusted_key_are_accepted_or_refused(payload, alg):
+    """Real signatures over arbitrary claims reach claim validation; it refuses or accepts."""
+    auth = authenticator([{"iss": ISS, "jwks": jwks(signer("ES384"), signer("RS384"))}], Clock())
+    token = jwt.encode(payload, signer(alg).private_key, algorithm=alg, headers={"kid": signer(alg).kid})
+    try:
+        caller = verify(auth, token)
+    except AuthRejected:
+        return
+    # accepted: then every rule held
+    assert payload["iss"] == ISS and isinstance(payload["jti"], str) and payload["jti"]
+    assert SERVICE_URL in ([payload["aud"]] if isinstance(payload["aud"], str) else payload["aud"])
+    assert payload["exp"] <= time.time() + 3600 + 60
+    assert caller.tenant == (payload.get("tenant") if isinstance(payload.get("tenant"), str) else None)
