@@ -16,12 +16,16 @@ def create_app(settings: Settings | None = None) -> Flask:
     """Build the app from `settings` (default: the environment), with its store and FHIR client."""
     from . import api, engine
     from .auth import Authenticator, RedisReplayStore
+    from .cards import check_templates
     from .fhir_client import FhirClient
     from .gather import GatherSettings
+    from .guideline import TOPICS, load_guideline
     from .ssrf import UrlPolicy
     from .store import Store
 
     settings = settings or Settings.from_env()
+    guideline = load_guideline(settings.guideline_profile)  # a bad profile stops the start
+    check_templates(TOPICS)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -45,6 +49,7 @@ def create_app(settings: Settings | None = None) -> Flask:
             policy=UrlPolicy(allowlist=settings.fhir_allowlist),
         ),
         gather_settings=gather_settings,
+        guideline=guideline,
     )
     replay = RedisReplayStore(settings.redis_url) if settings.redis_url else store
     app.extensions["vitd.auth"] = Authenticator(settings, replay)

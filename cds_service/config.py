@@ -90,6 +90,7 @@ class Settings:
     fhir_max_response_bytes: int = 10 * 1024 * 1024
     fhir_max_workers: int = 8
     cors_origin: str = "*"
+    guideline_profile: str = "default"
     redis_url: str | None = None  # JWT replay store shared by workers; the database if unset
     fhir_allowlist: tuple[str, ...] = ()  # fhirServer URL prefixes; () = the default guard
     max_json_depth: int = 64
@@ -97,6 +98,15 @@ class Settings:
     max_prefetch_entries: int = 5000
     # Tests switch this on: every response is checked against the CDS Hooks response schema.
     validate_responses: bool = False
+
+    def __post_init__(self) -> None:
+        from .guideline import PROFILES
+
+        if self.guideline_profile not in PROFILES:
+            raise ConfigError(
+                f"CDS_GUIDELINE_PROFILE must be one of {', '.join(PROFILES)}, "
+                f"not {self.guideline_profile!r}"
+            )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -117,6 +127,7 @@ class Settings:
             ),
             fhir_max_workers=int(_number(env, "CDS_FHIR_MAX_WORKERS", 8, minimum=1)),
             cors_origin=env.get("CDS_CORS_ORIGIN") or "*",
+            guideline_profile=env.get("CDS_GUIDELINE_PROFILE") or "default",
             redis_url=_redis_url(env),
             fhir_allowlist=_prefixes(env, "CDS_FHIR_ALLOWLIST"),
             max_json_depth=int(_number(env, "CDS_MAX_JSON_DEPTH", 64, minimum=8)),

@@ -121,7 +121,7 @@ def test_serve_runs_gunicorn_workers_and_answers(tmp_path):
             try:
                 reply = requests.get(f"http://127.0.0.1:{port}/cds-services", timeout=1)
                 break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # a worker still booting
                 if time.monotonic() > deadline or proc.poll() is not None:
                     pytest.fail(
                         "server did not start:\n"

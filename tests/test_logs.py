@@ -91,7 +91,7 @@ def _records(stream) -> list[dict]:
 
 
 def test_full_scenario_logs_no_patient_data_or_tokens(auth_app, captured, monkeypatch):
-    monkeypatch.setattr(engine, "cards_for", lambda facts: [dict(CARD, uuid=str(uuid.uuid4()))])
+    monkeypatch.setattr(engine, "cards_for", lambda *args, **kwargs: [dict(CARD, uuid=str(uuid.uuid4()))])
     client = auth_app.test_client()
     tokens: list[str] = []
 
@@ -146,7 +146,7 @@ def test_full_scenario_logs_no_patient_data_or_tokens(auth_app, captured, monkey
 
 def test_request_log_fields(auth_app, captured, monkeypatch):
     monkeypatch.setattr(
-        engine, "cards_for", lambda facts: [dict(CARD, uuid=str(uuid.uuid4())) for _ in range(2)]
+        engine, "cards_for", lambda *args, **kwargs: [dict(CARD, uuid=str(uuid.uuid4())) for _ in range(2)]
     )
     client = auth_app.test_client()
     body = hook_request(prefetch=dict.fromkeys(("patient", "observations", "medicationRequests", "medicationStatements", "conditions")))

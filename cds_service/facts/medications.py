@@ -171,7 +171,21 @@ def _product(resource: dict, referenced: Mapping[str, dict]):
         ref = resource.get("medicationReference")
         if isinstance(ref, dict) and isinstance(ref.get("display"), str):
             texts.append(ref["display"])
-    return codings, texts, stated
+    return codings, texts + _rxnorm_names(codings, texts), stated
+
+
+def _rxnorm_names(codings: list[tuple[Any, Any]], texts: list[str]) -> list[str]:
+    """Known RxNorm names of the coded products (knowledge `rxnorm_names`), after any text sent
+    with the order, so a coded-only product is still read by name (ingredients, strength)."""
+    names = load("medications")["rxnorm_names"]
+    system = _matchers().rxnorm_system
+    out = []
+    for coding_system, code in codings:
+        if coding_system == system and isinstance(code, str):
+            name = names.get(code.strip())
+            if name and name not in texts and name not in out:
+                out.append(name)
+    return out
 
 
 def _stated_strength(
@@ -291,6 +305,7 @@ def read_medication(
     per_dose: dict[str, float] = {}
     daily: dict[str, list[tuple[Any, float]]] = {}
     course = None
+    timings = []
     dosages = resource.get("dosageInstruction")
     if isinstance(dosages, dict):
         dosages = [dosages]
@@ -307,6 +322,7 @@ def read_medication(
         amounts = _per_dose(dose, ingredients, strengths, texts)
         per_day = dosing.administrations_per_day(dosage)
         course = course or dosing.course_days(dosage)
+        timings.append(dosing.plain_timing(dosage))
         for family, amount in amounts.items():
             per_dose[family] = max(per_dose.get(family, 0.0), amount)
             if per_day is not None and not dosing.single_administration(dosage):
@@ -331,4 +347,5 @@ def read_medication(
         vitamin_k_ug_per_day=dosing.combine_daily(daily.get("k", [])),
         course_days=course,
         authored=parse_instant(resource.get("authoredOn") or resource.get("dateWritten")),
+        timing=timings[0] if len(timings) == 1 else None,
     )
