@@ -90,8 +90,8 @@ def _records(stream) -> list[dict]:
     return [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
 
 
-def test_full_scenario_logs_no_patient_data_or_tokens(auth_app, captured, monkeypatch):
-    monkeypatch.setattr(engine, "cards_for", lambda *args, **kwargs: [dict(CARD, uuid=str(uuid.uuid4()))])
+def test_full_scenario_logs_no_patient_data_or_tokens(auth_app, captured):
+    """With the real rules: the level is low, so a card names it (and the logs must not)."""
     client = auth_app.test_client()
     tokens: list[str] = []
 
@@ -112,7 +112,11 @@ def test_full_scenario_logs_no_patient_data_or_tokens(auth_app, captured, monkey
         assert _post(client, PATH, body, jwt_for()).status_code == 412
         stub.add("Condition", searchset())
         ok = jwt_for()
-        assert _post(client, PATH, body, ok).status_code == 200  # read, with a card
+        served = _post(client, PATH, body, ok)
+        assert served.status_code == 200
+        topics = [c["source"]["topic"]["code"] for c in served.get_json()["cards"]]
+        assert "vitd-deficiency" in topics
+        assert "17.43 ng/mL" in json.dumps(served.get_json())  # the card names the value
         assert _post(client, PATH, body, ok).status_code == 401  # replayed
         assert _post(client, PATH, body, jwt_for(aud_extra=1, iss="https://x")).status_code == 401
         assert {r.authorization for r in stub.requests} == {f"Bearer {FHIR_TOKEN}"}
@@ -139,6 +143,9 @@ def test_full_scenario_logs_no_patient_data_or_tokens(auth_app, captured, monkey
     assert text.count('"message": "request"') == 8  # the scenario did log
     for secret in (PID, FAMILY, GIVEN, BIRTH, str(LEVEL), FHIR_TOKEN, "not-a-jwt", *tokens):
         assert secret not in text, secret
+    # the value as the card renders it; timestamps ("10:57:17.431") are left out of this check
+    without_times = json.dumps([{k: v for k, v in r.items() if k != "time"} for r in _records(captured)])
+    assert "17.43" not in without_times
     for token in tokens:  # not even a JWT's signature or payload part
         for part in token.split("."):
             assert part not in text
