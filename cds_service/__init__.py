@@ -14,7 +14,7 @@ __all__ = ["Settings", "create_app"]
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the app from `settings` (default: the environment), with its store and FHIR client."""
-    from . import api, engine
+    from . import api, engine, metrics
     from .auth import Authenticator, RedisReplayStore
     from .cards import check_templates
     from .fhir_client import FhirClient
@@ -34,6 +34,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     store = Store(settings.database_url)
     if settings.migrate_on_start:
         store.migrate()
+    if settings.record_cards_in_background:
+        store.record_in_background()
     gather_settings = GatherSettings(
         budget_s=settings.fhir_budget_s,
         connect_timeout_s=settings.fhir_connect_timeout_s,
@@ -42,11 +44,13 @@ def create_app(settings: Settings | None = None) -> Flask:
         max_workers=settings.fhir_max_workers,
         max_json_depth=settings.max_json_depth,
     )
+    app_metrics = metrics.Metrics(settings.metrics_multiproc_dir)
     runtime = engine.Runtime(
         store=store,
         fhir=FhirClient(
             max_workers=settings.fhir_max_workers,
             policy=UrlPolicy(allowlist=settings.fhir_allowlist),
+            observe=app_metrics.observe_fhir,
         ),
         gather_settings=gather_settings,
         guideline=guideline,
@@ -56,4 +60,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["vitd.settings"] = settings
     app.extensions["vitd.runtime"] = runtime
     api.register(app)
+    metrics.install(app, app_metrics)
     return app

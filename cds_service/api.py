@@ -10,14 +10,13 @@ import logging
 import re
 import time
 import traceback
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Flask, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from . import engine, limits, openapi
+from . import engine, ids, limits, metrics, openapi
 from .auth import Authenticator, AuthRejected, Caller
 from .config import Settings
 from .errors import ApiError, BadRequest, NotFound, UnsupportedMediaType
@@ -101,6 +100,7 @@ def call_service(service_id: str):
     outcome = engine.respond(spec, body, _runtime(), datetime.now(UTC), tenant=caller.tenant)
     g.card_count = len(outcome.response["cards"])
     g.card_topics = _topics(outcome.response["cards"])
+    metrics.cards_returned(spec.id, outcome.response["cards"])
     if _settings().validate_responses:
         check("response", outcome.response, "the service built an invalid response")
     return jsonify(outcome.response)
@@ -110,13 +110,14 @@ def call_service(service_id: str):
 def feedback(service_id: str):
     spec, body, _caller_ = _checked(service_id, "feedback", "invalid feedback")
     try:
-        stored = _runtime().store.save_feedback(
+        outcomes = _runtime().store.save_feedback_outcomes(
             spec.id, body["feedback"], received_at=datetime.now(UTC)
         )
     except Exception:
         log.exception("could not store feedback")
         return _error(503, {"error": "feedback store unavailable, retry later"})
-    return jsonify({"received": len(body["feedback"]), "stored": stored})
+    metrics.feedback_stored(spec.id, outcomes)
+    return jsonify({"received": len(body["feedback"]), "stored": len(outcomes)})
 
 
 def _topics(cards: list[dict]) -> dict[str, int]:
@@ -182,7 +183,7 @@ def _on_unexpected(exc: Exception):
 def _before():
     g.started = time.perf_counter()
     incoming = request.headers.get("X-Request-ID", "")
-    g.request_id = incoming if REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    g.request_id = incoming if REQUEST_ID.match(incoming) else ids.uuid4().hex
 
 
 def _after(response):

@@ -44,6 +44,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm, RSAPSSAlgorithm
 
 from .config import ConfigError, Settings
 from .errors import ApiError, Unauthorized
+from .metrics import jwt_rejected
 
 log = logging.getLogger(__name__)
 
@@ -399,6 +400,10 @@ class Authenticator:
         except AuthRejected as exc:
             # Never the header: it is a credential. The reason is a fixed word.
             log.warning("refused a call", extra={"auth_rejection": str(exc.reason)})
+            jwt_rejected(str(exc.reason))
+            raise
+        except AuthUnavailable as exc:
+            jwt_rejected(exc.reason)
             raise
 
     def _verify(self, authorization: str | None, audience: str) -> Caller:

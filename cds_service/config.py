@@ -75,6 +75,13 @@ def _redis_url(env: Mapping[str, str]) -> str | None:
     return raw or None
 
 
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _number(env, name, default, minimum=0)
+    if value != int(value) or value > 65535:
+        raise ConfigError(f"{name} must be a TCP port (0-65535), not {env.get(name)!r}")
+    return int(value)
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
@@ -91,6 +98,17 @@ class Settings:
     fhir_max_workers: int = 8
     cors_origin: str = "*"
     guideline_profile: str = "default"
+    # prometheus-client's multiprocess directory (gunicorn workers); None: in-process metrics.
+    metrics_multiproc_dir: str | None = None
+    # `cds-service serve` (gunicorn); sane for 2 cores: 2 processes x 4 threads.
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 2
+    threads: int = 4
+    graceful_timeout_s: float = 20.0
+    # `cds-service serve` switches this on in its workers (not an environment setting):
+    # issued-card records are written in batches by a background thread (store.py).
+    record_cards_in_background: bool = False
     redis_url: str | None = None  # JWT replay store shared by workers; the database if unset
     fhir_allowlist: tuple[str, ...] = ()  # fhirServer URL prefixes; () = the default guard
     max_json_depth: int = 64
@@ -128,6 +146,12 @@ class Settings:
             fhir_max_workers=int(_number(env, "CDS_FHIR_MAX_WORKERS", 8, minimum=1)),
             cors_origin=env.get("CDS_CORS_ORIGIN") or "*",
             guideline_profile=env.get("CDS_GUIDELINE_PROFILE") or "default",
+            metrics_multiproc_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
+            host=env.get("HOST") or "127.0.0.1",
+            port=_port(env, "PORT", 8080),
+            workers=int(_number(env, "WEB_CONCURRENCY", 2, minimum=1)),
+            threads=int(_number(env, "WEB_THREADS", 4, minimum=1)),
+            graceful_timeout_s=_number(env, "CDS_GRACEFUL_TIMEOUT_S", 20.0, minimum=1),
             redis_url=_redis_url(env),
             fhir_allowlist=_prefixes(env, "CDS_FHIR_ALLOWLIST"),
             max_json_depth=int(_number(env, "CDS_MAX_JSON_DEPTH", 64, minimum=8)),

@@ -161,8 +161,16 @@ class FhirClient:
     `fhirAuthorization` must carry no credentials at all.
     """
 
-    def __init__(self, max_workers: int = 8, policy: UrlPolicy | None = None) -> None:
+    def __init__(
+        self,
+        max_workers: int = 8,
+        policy: UrlPolicy | None = None,
+        *,
+        observe: Callable[[float, str | None], None] | None = None,
+    ) -> None:
         self.policy = policy or UrlPolicy()
+        # `observe(seconds, error reason or None)` is told about every GET (metrics).
+        self._observe = observe
         # Patient ids travel in our URLs, so urllib3's DEBUG request lines must never reach a
         # handler, whatever level the app logs at. (addFilter is idempotent.)
         _URLLIB3_LOGGER.addFilter(_warning_or_worse)
@@ -222,6 +230,21 @@ class FhirClient:
         return bodies
 
     def get_json(
+        self, url: str, *, token: str | None, deadline: float, settings: GatherSettings
+    ) -> Any:
+        """`_get_json`, timed and reported to `observe` (latency and failure reason)."""
+        if self._observe is None:
+            return self._get_json(url, token=token, deadline=deadline, settings=settings)
+        started = time.perf_counter()
+        try:
+            body = self._get_json(url, token=token, deadline=deadline, settings=settings)
+        except FetchError as error:
+            self._observe(time.perf_counter() - started, error.reason)
+            raise
+        self._observe(time.perf_counter() - started, None)
+        return body
+
+    def _get_json(
         self, url: str, *, token: str | None, deadline: float, settings: GatherSettings
     ) -> Any:
         """One GET of FHIR JSON within the deadline and the size cap; no redirects followed.

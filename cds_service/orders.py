@@ -8,13 +8,13 @@ ServiceRequest coded in LOINC with its due date. Codes come from knowledge/order
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
 from fhir.resources.R4B.medicationrequest import MedicationRequest
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
+from . import ids
 from .guideline import Schedule
 from .knowledge import load
 from .rules.findings import LabOrder, MedicationOrder
@@ -110,7 +110,7 @@ def medication_request(order: MedicationOrder, patient_id: str, now: datetime) -
         text += f", starting {start.date().isoformat()}"
     resource = {
         "resourceType": "MedicationRequest",
-        "id": str(uuid.uuid4()),
+        "id": str(ids.uuid4()),
         "status": "draft",
         "intent": "order",
         "medicationCodeableConcept": {
@@ -150,7 +150,7 @@ def service_request(order: LabOrder, patient_id: str, now: datetime) -> dict[str
     lab = _knowledge()["labs"][order.lab]
     resource: dict[str, Any] = {
         "resourceType": "ServiceRequest",
-        "id": str(uuid.uuid4()),
+        "id": str(ids.uuid4()),
         "status": "draft",
         "intent": "order",
         "code": {

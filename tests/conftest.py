@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import prometheus_client  # noqa: F401 - before any test sets PROMETHEUS_MULTIPROC_DIR: in-process metrics
 import pytest
 
 from cds_service import Settings, create_app

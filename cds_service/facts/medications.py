@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from ..knowledge import load
@@ -69,7 +69,24 @@ def components(text: str) -> list[str]:
     return [part.strip() for part in re.split(r"\s/\s|\s\+\s|/", text) if part.strip()]
 
 
+# Product names repeat from call to call ("Warfarin Sodium 5 MG Oral Tablet"): matching one is
+# a few dozen regex searches, so results are cached. Only short texts, so that a hostile
+# request cannot fill the cache with megabytes.
+_CACHED_TEXT_CHARS = 200
+
+
 def recognise_text(text: str) -> frozenset[Ingredient]:
+    if len(text) <= _CACHED_TEXT_CHARS:
+        return _recognise_text_cached(text)
+    return _recognise_text(text)
+
+
+@lru_cache(maxsize=4096)
+def _recognise_text_cached(text: str) -> frozenset[Ingredient]:
+    return _recognise_text(text)
+
+
+def _recognise_text(text: str) -> frozenset[Ingredient]:
     matchers = _matchers()
     found: set[Ingredient] = set()
     for component in components(text):
