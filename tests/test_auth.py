@@ -672,3 +672,19 @@ def test_any_claims_signed_by_a_trusted_key_are_accepted_or_refused(payload, alg
     assert SERVICE_URL in ([payload["aud"]] if isinstance(payload["aud"], str) else payload["aud"])
     assert payload["exp"] <= time.time() + 3600 + 60
     assert caller.tenant == (payload.get("tenant") if isinstance(payload.get("tenant"), str) else None)
+
+
+def test_rejections_are_counted_by_reason_in_metrics(auth_client):
+    from .test_metrics import scrape, value
+
+    assert call(auth_client, None).status_code == 401
+    for _ in range(2):
+        assert call(auth_client, signer().sign(iss="https://evil.example.org")).status_code == 401
+    token = signer().sign()
+    assert call(auth_client, token).status_code == 200
+    assert call(auth_client, token).status_code == 401
+    samples = scrape(auth_client)
+    name = "vitd_cds_jwt_rejections_total"
+    assert value(samples, name, reason="missing_token") == 1
+    assert value(samples, name, reason="unknown_issuer") == 2
+    assert value(samples, name, reason="replayed") == 1
