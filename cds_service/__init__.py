@@ -15,10 +15,12 @@ __all__ = ["Settings", "create_app"]
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the app from `settings` (default: the environment), with its store and FHIR client."""
     from . import api, engine, metrics
+    from .auth import Authenticator, RedisReplayStore
     from .cards import check_templates
     from .fhir_client import FhirClient
     from .gather import GatherSettings
     from .guideline import TOPICS, load_guideline
+    from .ssrf import UrlPolicy
     from .store import Store
 
     settings = settings or Settings.from_env()
@@ -40,14 +42,21 @@ def create_app(settings: Settings | None = None) -> Flask:
         max_pages=settings.fhir_max_pages,
         max_response_bytes=settings.fhir_max_response_bytes,
         max_workers=settings.fhir_max_workers,
+        max_json_depth=settings.max_json_depth,
     )
     app_metrics = metrics.Metrics(settings.metrics_multiproc_dir)
     runtime = engine.Runtime(
         store=store,
-        fhir=FhirClient(max_workers=settings.fhir_max_workers, observe=app_metrics.observe_fhir),
+        fhir=FhirClient(
+            max_workers=settings.fhir_max_workers,
+            policy=UrlPolicy(allowlist=settings.fhir_allowlist),
+            observe=app_metrics.observe_fhir,
+        ),
         gather_settings=gather_settings,
         guideline=guideline,
     )
+    replay = RedisReplayStore(settings.redis_url) if settings.redis_url else store
+    app.extensions["vitd.auth"] = Authenticator(settings, replay)
     app.extensions["vitd.settings"] = settings
     app.extensions["vitd.runtime"] = runtime
     api.register(app)

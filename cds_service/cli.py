@@ -118,6 +118,13 @@ def _run_gunicorn(settings: Settings, reload: bool) -> None:
 
     configure_logging()
     check_bind(settings.host, settings)
+    if not settings.auth_disabled and settings.trusted_issuers_file:
+        from .auth import load_issuers
+
+        try:  # in the master, so a bad file stops the start with its message
+            load_issuers(settings.trusted_issuers_file)
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from None
     store = Store(settings.database_url)
     store.migrate()  # once, in the master, so workers never race on the schema
     store.dispose()

@@ -10,6 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 DEFAULT_DATABASE_URL = "sqlite:///" + str(Path("var") / "vitd-cds.sqlite3")
 
@@ -41,6 +42,37 @@ def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float
     if not value >= minimum:  # also rejects NaN
         raise ConfigError(f"{name} must be at least {minimum}, not {raw!r}")
     return value
+
+
+def _url(env: Mapping[str, str], name: str) -> str | None:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+        raise ConfigError(f"{name} must be an http(s) URL without a query, not {raw!r}")
+    return raw.rstrip("/")
+
+
+def _prefixes(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Comma- or space-separated http(s) URL prefixes, each with a host."""
+    out = []
+    for item in (env.get(name) or "").replace(",", " ").split():
+        parts = urlsplit(item)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"{name} entries must be http(s) URL prefixes, not {item!r}")
+        if parts.username or parts.password or parts.query or parts.fragment:
+            raise ConfigError(f"{name} entries hold no credentials, query or fragment: {item!r}")
+        out.append(item)
+    return tuple(out)
+
+
+def _redis_url(env: Mapping[str, str]) -> str | None:
+    raw = (env.get("REDIS_URL") or "").strip()
+    if raw and urlsplit(raw).scheme not in ("redis", "rediss", "unix"):
+        # not echoed: it may hold a password
+        raise ConfigError("REDIS_URL must be a redis://, rediss:// or unix:// URL")
+    return raw or None
 
 
 def _port(env: Mapping[str, str], name: str, default: int) -> int:
@@ -77,6 +109,11 @@ class Settings:
     # `cds-service serve` switches this on in its workers (not an environment setting):
     # issued-card records are written in batches by a background thread (store.py).
     record_cards_in_background: bool = False
+    redis_url: str | None = None  # JWT replay store shared by workers; the database if unset
+    fhir_allowlist: tuple[str, ...] = ()  # fhirServer URL prefixes; () = the default guard
+    max_json_depth: int = 64
+    max_draft_orders: int = 100
+    max_prefetch_entries: int = 5000
     # The /preview page: None = on exactly when authentication is disabled.
     preview: bool | None = None
     # Tests switch this on: every response is checked against the CDS Hooks response schema.
@@ -100,7 +137,7 @@ class Settings:
             auth_disabled=_flag(env, "CDS_AUTH_DISABLED", False),
             allow_insecure_bind=_flag(env, "CDS_ALLOW_INSECURE_BIND", False),
             trusted_issuers_file=env.get("CDS_TRUSTED_ISSUERS_FILE") or None,
-            public_base_url=env.get("CDS_PUBLIC_BASE_URL") or None,
+            public_base_url=_url(env, "CDS_PUBLIC_BASE_URL"),
             max_body_bytes=int(_number(env, "CDS_MAX_BODY_BYTES", 5 * 1024 * 1024, minimum=1024)),
             fhir_budget_s=_number(env, "CDS_FHIR_BUDGET_S", 3.0, minimum=0.05),
             fhir_connect_timeout_s=_number(env, "CDS_FHIR_CONNECT_TIMEOUT_S", 1.0, minimum=0.01),
@@ -117,6 +154,11 @@ class Settings:
             workers=int(_number(env, "WEB_CONCURRENCY", 2, minimum=1)),
             threads=int(_number(env, "WEB_THREADS", 4, minimum=1)),
             graceful_timeout_s=_number(env, "CDS_GRACEFUL_TIMEOUT_S", 20.0, minimum=1),
+            redis_url=_redis_url(env),
+            fhir_allowlist=_prefixes(env, "CDS_FHIR_ALLOWLIST"),
+            max_json_depth=int(_number(env, "CDS_MAX_JSON_DEPTH", 64, minimum=8)),
+            max_draft_orders=int(_number(env, "CDS_MAX_DRAFT_ORDERS", 100, minimum=1)),
+            max_prefetch_entries=int(_number(env, "CDS_MAX_PREFETCH_ENTRIES", 5000, minimum=1)),
             preview=_flag(env, "CDS_PREVIEW", None),  # type: ignore[arg-type]
         )
 

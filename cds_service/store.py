@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from importlib import resources
@@ -51,6 +52,17 @@ feedback = sa.Table(
     sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+# JWT ids already accepted (auth.py): one row per (issuer, jti) digest until the token expires.
+# The primary key makes "first one wins" atomic across every worker sharing the database.
+jwt_replay = sa.Table(
+    "jwt_replay",
+    metadata,
+    sa.Column("token_digest", sa.String(64), primary_key=True),
+    sa.Column("expires_at", sa.BigInteger, nullable=False, index=True),
+)
+
+PURGE_EVERY = 256  # accepted tokens between two deletions of expired replay rows
+
 
 def normalise_url(url: str) -> str:
     """Use psycopg 3 for PostgreSQL whatever scheme spelling the environment gives."""
@@ -76,6 +88,7 @@ class Store:
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 15}
         self.engine = sa.create_engine(url, **kwargs)
+        self._accepted = 0
         self._recorder: _CardRecorder | None = None
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -194,6 +207,32 @@ class Store:
                 )
                 topics = {uuid: topic for uuid, topic in connection.execute(query)}
         return [(topics.get(row["card_uuid"]), row["outcome"]) for row in new]
+
+    def remember_token(self, digest: str, expires_at: float) -> bool:
+        """Record an accepted JWT id until `expires_at` (epoch s); False if already recorded."""
+        statement = (
+            self._insert(jwt_replay)
+            .on_conflict_do_nothing(index_elements=["token_digest"])
+            .returning(jwt_replay.c.token_digest)
+        )
+        with self.engine.begin() as connection:
+            new = bool(
+                connection.execute(
+                    statement, {"token_digest": digest, "expires_at": int(expires_at) + 1}
+                ).all()
+            )
+        self._accepted += 1
+        if self._accepted % PURGE_EVERY == 0:
+            self.purge_tokens(time.time())
+        return new
+
+    def purge_tokens(self, now: float) -> int:
+        """Forget token ids whose tokens have expired (they can no longer be replayed)."""
+        with self.engine.begin() as connection:
+            result = connection.execute(
+                sa.delete(jwt_replay).where(jwt_replay.c.expires_at < int(now))
+            )
+        return result.rowcount
 
     def feedback_for_card(self, card_uuid: str) -> list[dict[str, Any]]:
         """Feedback rows for a card, each with the topic of the card when it was issued here."""

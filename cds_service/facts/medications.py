@@ -310,7 +310,8 @@ def read_medication(
     medications: Mapping[str, dict] | None = None,
 ) -> Medication | None:
     """Facts for one medication use; None if it is not one, or names nothing we reason about."""
-    if not isinstance(resource, dict) or resource.get("resourceType") not in USE_TYPES:
+    resource_type = resource.get("resourceType") if isinstance(resource, dict) else None
+    if not isinstance(resource_type, str) or resource_type not in USE_TYPES:
         return None
     codings, texts, stated = _product(resource, medications or {})
     ingredients = recognise(codings, texts)
