@@ -14,7 +14,7 @@ __all__ = ["Settings", "create_app"]
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the app from `settings` (default: the environment), with its store and FHIR client."""
-    from . import api, engine
+    from . import api, engine, history
     from .fhir_client import FhirClient
     from .gather import GatherSettings
     from .store import Store
@@ -43,4 +43,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["vitd.settings"] = settings
     app.extensions["vitd.runtime"] = runtime
     api.register(app)
+    history.register(app, settings, runtime)
     return app

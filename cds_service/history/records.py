@@ -44,6 +44,10 @@ def facts_from_resources(
             for key in _KEYS.get(resource.get("resourceType"), ()):
                 grouped[key].append(resource)
     gathered = Gathered(resources=grouped, fetched=(), skipped=skipped)
+    return facts_from_gathered(gathered, patient_id, now=now)
+
+
+def facts_from_gathered(gathered: Gathered, patient_id: str, *, now: datetime) -> Facts:
     return build_facts(_request(patient_id), gathered, service_id=SERVICE_ID, now=now)
 
 
