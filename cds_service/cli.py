@@ -133,5 +133,43 @@ def invoke(service_id: str, request_file: Path, url: str | None, as_json: bool) 
         sys.exit(1)
 
 
+@main.command()
+@click.option(
+    "--patient",
+    "patient_file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A FHIR Bundle (JSON) holding one patient's record.",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Where to write the picture: .svg (the chart) or .html (chart and tables).",
+)
+def history(patient_file: Path, out: Path) -> None:
+    """Draw the vitamin D history picture of one patient from a local Bundle (no SMART)."""
+    from datetime import UTC, datetime
+
+    from .history.bands import active_bands
+    from .history.picture import picture_from_facts
+    from .history.records import RecordError, facts_from_bundle
+    from .history.render import render_page, render_svg
+
+    try:
+        bundle = json.loads(patient_file.read_bytes())
+        facts = facts_from_bundle(bundle, now=datetime.now(UTC))
+    except (ValueError, RecursionError) as exc:
+        reason = str(exc) if isinstance(exc, RecordError) else "not valid JSON"
+        raise click.ClickException(f"{patient_file}: {reason}") from None
+    picture = picture_from_facts(facts, active_bands())
+    html = out.suffix.lower() in (".html", ".htm")
+    out.write_text(render_page(picture) if html else render_svg(picture), encoding="utf-8")
+    click.echo(
+        f"wrote {out}: {len(picture.levels)} 25(OH)D result(s), {len(picture.uses)} product "
+        f"use(s){f', {len(picture.inr)} INR result(s)' if picture.vka_active else ''}"
+    )
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
