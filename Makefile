@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8080
 export HOST PORT
 
-.PHONY: run test test-fast lint clean
+.PHONY: run test test-fast lint clean browser
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,9 +18,20 @@ $(BIN)/.installed: pyproject.toml
 run: $(BIN)/.installed
 	CDS_AUTH_DISABLED=1 $(BIN)/cds-service serve --host $(HOST) --port $(PORT)
 
-test: $(BIN)/.installed
+test: $(BIN)/.installed browser
 	$(BIN)/ruff check cds_service tests
 	$(BIN)/python -m pytest
+
+# Debian Chromium + ChromeDriver for the browser tests (tests/browser.py); idempotent: apt runs
+# only when one is missing. Needs root (or sudo) and Debian's package mirror.
+CHROMIUM       ?= /usr/bin/chromium
+CHROMEDRIVER   ?= /usr/bin/chromedriver
+SUDO           := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT            := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600
+browser:
+	@if [ -x $(CHROMIUM) ] && [ -x $(CHROMEDRIVER) ]; then :; else \
+	  echo "installing Debian chromium + chromium-driver"; \
+	  $(APT) update -qq && $(APT) install -y -qq chromium chromium-driver; fi
 
 # Skips suites marked slow (CI runs everything through `make test`).
 test-fast: $(BIN)/.installed
