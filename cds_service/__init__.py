@@ -15,11 +15,15 @@ __all__ = ["Settings", "create_app"]
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the app from `settings` (default: the environment), with its store and FHIR client."""
     from . import api, engine, history
+    from .cards import check_templates
     from .fhir_client import FhirClient
     from .gather import GatherSettings
+    from .guideline import TOPICS, load_guideline
     from .store import Store
 
     settings = settings or Settings.from_env()
+    guideline = load_guideline(settings.guideline_profile)  # a bad profile stops the start
+    check_templates(TOPICS)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -39,6 +43,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         store=store,
         fhir=FhirClient(max_workers=settings.fhir_max_workers),
         gather_settings=gather_settings,
+        guideline=guideline,
     )
     app.extensions["vitd.settings"] = settings
     app.extensions["vitd.runtime"] = runtime

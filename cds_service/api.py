@@ -65,7 +65,7 @@ def _checked(service_id: str, schema: str, error: str) -> tuple[ServiceSpec, Any
 
 @bp.get("/cds-services")
 def discovery():
-    return jsonify(discovery_document())
+    return jsonify(discovery_document(_settings().guideline_profile))
 
 
 @bp.post("/cds-services/<service_id>")

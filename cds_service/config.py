@@ -91,6 +91,7 @@ class Settings:
     fhir_max_response_bytes: int = 10 * 1024 * 1024
     fhir_max_workers: int = 8
     cors_origin: str = "*"
+    guideline_profile: str = "default"
     # SMART on FHIR launch of the history page (off without a client id).
     smart_client_id: str | None = None
     smart_allowed_issuers: tuple[str, ...] = ()
@@ -101,6 +102,15 @@ class Settings:
     @property
     def smart_enabled(self) -> bool:
         return self.smart_client_id is not None
+
+    def __post_init__(self) -> None:
+        from .guideline import PROFILES
+
+        if self.guideline_profile not in PROFILES:
+            raise ConfigError(
+                f"CDS_GUIDELINE_PROFILE must be one of {', '.join(PROFILES)}, "
+                f"not {self.guideline_profile!r}"
+            )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -122,6 +132,7 @@ class Settings:
             ),
             fhir_max_workers=int(_number(env, "CDS_FHIR_MAX_WORKERS", 8, minimum=1)),
             cors_origin=env.get("CDS_CORS_ORIGIN") or "*",
+            guideline_profile=env.get("CDS_GUIDELINE_PROFILE") or "default",
         )
 
     def with_overrides(self, **changes: object) -> Settings:

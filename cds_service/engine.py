@@ -1,8 +1,5 @@
 """One service call, start to end, with no Flask in sight:
 gather (prefetch first, then FHIR) → typed facts → guideline rules → cards.
-
-The guideline rules and card templates arrive with the guideline issues; until then no rule
-exists and every call answers `{"cards": []}` (no placeholder cards).
 """
 
 from __future__ import annotations
@@ -12,10 +9,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from . import cards, rules
 from .errors import PreconditionFailed
 from .facts import Facts, build_facts
 from .fhir_client import FhirClient
 from .gather import DataUnavailable, GatherSettings, gather
+from .guideline import Guideline
 from .registry import ServiceSpec
 from .store import Store
 
@@ -29,6 +28,7 @@ class Runtime:
     store: Store
     fhir: FhirClient
     gather_settings: GatherSettings
+    guideline: Guideline
 
 
 @dataclass(frozen=True)
@@ -37,11 +37,12 @@ class Outcome:
     facts: Facts
 
 
-def cards_for(facts: Facts) -> list[dict[str, Any]]:
-    """Cards for these facts. A deceased patient gets none (contract §5)."""
-    if facts.patient is not None and facts.patient.deceased:
-        return []
-    return []  # no guideline rule is implemented yet (issues 4 and 5)
+def cards_for(facts: Facts, guideline: Guideline, patient_id: str) -> list[dict[str, Any]]:
+    """Cards for these facts: the rules' findings rendered with `cards/` and `orders`."""
+    return [
+        cards.render(finding, guideline, patient_id, facts.now)
+        for finding in rules.evaluate(facts, guideline)
+    ]
 
 
 def respond(spec: ServiceSpec, request: dict[str, Any], runtime: Runtime, now: datetime) -> Outcome:
@@ -52,10 +53,10 @@ def respond(spec: ServiceSpec, request: dict[str, Any], runtime: Runtime, now: d
             details=[f"{key}: {reason}" for key, reason in sorted(exc.missing.items())]
         ) from None
     facts = build_facts(request, gathered, service_id=spec.id, now=now)
-    cards = cards_for(facts)
-    if cards:
+    issued = cards_for(facts, runtime.guideline, request["context"]["patientId"])
+    if issued:
         try:
-            runtime.store.record_cards(spec.id, cards, issued_at=now)
+            runtime.store.record_cards(spec.id, issued, issued_at=now)
         except Exception:  # analytics must never switch decision support off
             log.exception("could not record issued cards")
-    return Outcome(response={"cards": cards}, facts=facts)
+    return Outcome(response={"cards": issued}, facts=facts)

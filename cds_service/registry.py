@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from .gather import PrefetchKey
+from .guideline import load_guideline
 from .knowledge import load
 
 LOINC = "http://loinc.org"
@@ -55,12 +56,16 @@ class ServiceSpec:
     def prefetch(self) -> tuple[PrefetchKey, ...]:
         return prefetch_keys()
 
-    def discovery_entry(self) -> dict:
+    def discovery_entry(self, profile: str) -> dict:
+        guideline = load_guideline(profile)
         return {
             "hook": self.hook,
             "id": self.id,
             "title": self.title,
-            "description": self.description,
+            "description": (
+                f"{self.description} Guideline profile: {guideline.profile} "
+                f"({guideline.title}; version {guideline.version})."
+            ),
             "prefetch": {key.key: key.template for key in self.prefetch},
         }
 
@@ -101,6 +106,6 @@ SERVICES: dict[str, ServiceSpec] = {
 
 
 @cache
-def discovery_document() -> dict:
-    """The discovery response, built once per process."""
-    return {"services": [spec.discovery_entry() for spec in SERVICES.values()]}
+def discovery_document(profile: str) -> dict:
+    """The discovery response for the active guideline profile, built once per process."""
+    return {"services": [spec.discovery_entry(profile) for spec in SERVICES.values()]}

@@ -353,7 +353,7 @@ def test_issued_cards_are_recorded_without_patient_data(client, app, monkeypatch
         },
         "overrideReasons": [{"system": "urn:vitd-cds:override", "code": "x", "display": "Not now"}],
     }
-    monkeypatch.setattr(engine, "cards_for", lambda facts: [card])
+    monkeypatch.setattr(engine, "cards_for", lambda facts, guideline, patient_id: [card])
     assert post(client, URL, base()).get_json() == {"cards": [card]}
     fb = {
         "feedback": [

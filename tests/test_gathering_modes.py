@@ -41,7 +41,7 @@ def captured(monkeypatch):
     """The Facts each call produced (the rules' input), with the call time fixed."""
     seen = []
 
-    def capture(facts):
+    def capture(facts, guideline, patient_id):
         seen.append(dataclasses.replace(facts, now=FIXED_NOW))
         return []
 

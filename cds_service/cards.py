@@ -1,0 +1,195 @@
+"""Findings → CDS Hooks cards, with text from `cards/<topic>.toml` and FHIR from `orders.py`.
+
+Templates are Jinja2 with StrictUndefined. In `detail` (markdown that clients render with raw
+HTML) every interpolated value is escaped for markdown and HTML, so text that came from the
+record (product names, raw units) can never become markup; the template's own literal
+markdown is kept. `summary` is plain text, at most 140 characters.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from markupsafe import Markup
+
+from . import orders
+from .guideline import Guideline
+from .rules.findings import Create, Delete, Finding, LabOrder, MedicationOrder
+
+CARDS_DIR = Path(__file__).resolve().parent.parent / "cards"
+TOPIC_SYSTEM = "urn:vitd-cds:topic"
+OVERRIDE_SYSTEM = "urn:vitd-cds:override-reason"
+SUMMARY_MAX = 140
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]{}()#+!|~])")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+class CardTemplateError(ValueError):
+    """A card template is missing or malformed; raised at start."""
+
+
+def md_escape(value: Any) -> str:
+    """Text safe inside markdown rendered with raw HTML."""
+    text = _CONTROL.sub(" ", str(value))
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MD_SPECIAL.sub(r"\\\1", text)
+
+
+def _finalize_detail(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, Markup):  # the service's own text (guideline labels), not the record's
+        return str(value)
+    return md_escape(value)
+
+
+def _finalize_summary(value: Any) -> str:
+    return "" if value is None else " ".join(_CONTROL.sub(" ", str(value)).split())
+
+
+def fmt_number(value: float | int | None) -> str:
+    """50000 -> '50,000'; 12.5 -> '12.5'; 7142.857 -> '7,143'."""
+    if value is None:
+        return "unknown"
+    if abs(value - round(value)) < 1e-9 or abs(value) >= 1000:
+        return f"{round(value):,}"
+    return f"{value:,.1f}".rstrip("0").rstrip(".")
+
+
+def fmt_ng(value: float | None) -> str:
+    """A level, never rounded across a threshold: 19.99 -> '19.99', 12.0 -> '12'."""
+    if value is None:
+        return "unknown"
+    return f"{value:.2f}".rstrip("0").rstrip(".")
+
+
+def fmt_date(value: datetime | None) -> str:
+    return value.date().isoformat() if isinstance(value, datetime) else "date unknown"
+
+
+def fmt_level(data: Mapping[str, Any]) -> str:
+    """'12 ng/mL', '<5 ng/mL', or '12 ng/mL (30 nmol/L as reported)'."""
+    comparator = data.get("comparator") or ""
+    text = f"{comparator}{fmt_ng(data['ng_ml'])} ng/mL"
+    unit = data.get("raw_unit")
+    if unit and unit not in ("ng/mL", "ng/ml") and data.get("raw_value"):
+        text += f" ({comparator}{data['raw_value']} {unit} as reported)"
+    return text
+
+
+def _environment(finalize) -> jinja2.Environment:
+    env = jinja2.Environment(
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        finalize=finalize,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=False,
+    )
+    env.filters.update(num=fmt_number, ng=fmt_ng, date=fmt_date, level=fmt_level)
+    return env
+
+
+_DETAIL_ENV = _environment(_finalize_detail)
+_SUMMARY_ENV = _environment(_finalize_summary)
+
+
+class CardTemplate:
+    def __init__(self, topic: str, raw: Mapping[str, Any]) -> None:
+        try:
+            self.topic = topic
+            self.title = str(raw["title"])
+            self.summary = _SUMMARY_ENV.from_string(raw["summary"])
+            self.detail = _DETAIL_ENV.from_string(raw["detail"])
+            self.labels = {
+                key: _SUMMARY_ENV.from_string(text)
+                for key, text in (raw.get("suggestions") or {}).items()
+            }
+            self.override_reasons = [
+                {"system": OVERRIDE_SYSTEM, "code": str(r["code"]), "display": str(r["display"])}
+                for r in raw.get("override_reasons", [])
+            ]
+        except (KeyError, TypeError, jinja2.TemplateSyntaxError) as exc:
+            raise CardTemplateError(f"cards/{topic}.toml: {exc}") from None
+
+
+@cache
+def template(topic: str) -> CardTemplate:
+    path = CARDS_DIR / f"{topic}.toml"
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise CardTemplateError(f"cards/{topic}.toml cannot be read: {exc}") from None
+    return CardTemplate(topic, raw)
+
+
+def check_templates(topics: list[str] | tuple[str, ...]) -> None:
+    """Load every template once at start, so a broken one stops the service, not a call."""
+    for topic in topics:
+        template(topic)
+
+
+def _summary(text: str) -> str:
+    return text if len(text) <= SUMMARY_MAX else text[: SUMMARY_MAX - 1].rstrip() + "…"
+
+
+def _action(action: Create | Delete, patient_id: str, now: datetime) -> dict[str, Any]:
+    if isinstance(action, Delete):
+        return {
+            "type": "delete",
+            "description": f"Remove the draft order: {action.name}",
+            "resourceId": f"{action.resource_type}/{action.resource_id}",
+        }
+    resource = orders.build(action.order, patient_id, now)
+    if isinstance(action.order, MedicationOrder):
+        concept = resource["medicationCodeableConcept"]["text"]
+        dosage = resource["dosageInstruction"][0]["text"]
+        description = f"Order {concept}: {dosage}"
+    else:
+        assert isinstance(action.order, LabOrder)
+        due = resource["occurrenceDateTime"]
+        when = "now" if action.order.due_in_days == 0 else f"on or after {due}"
+        description = f"Order {orders.lab_text(action.order.lab)} {when}"
+    return {"type": "create", "description": description, "resource": resource}
+
+
+def render(finding: Finding, guideline: Guideline, patient_id: str, now: datetime) -> dict:
+    """One card. Optional fields without a value are left out (CDS Hooks "Use of JSON")."""
+    tpl = template(finding.topic)
+    context = {**finding.data, "g": guideline, "indicator": finding.indicator}
+    citation = guideline.citation(finding.cite)
+    source: dict[str, Any] = {"label": citation.label}
+    if citation.url:
+        source["url"] = citation.url
+    source["topic"] = {"system": TOPIC_SYSTEM, "code": finding.topic, "display": tpl.title}
+    card: dict[str, Any] = {
+        "uuid": str(uuid.uuid4()),
+        "summary": _summary(tpl.summary.render(context)),
+        "indicator": finding.indicator,
+        "detail": tpl.detail.render(
+            {**context, "citation": {"label": Markup(citation.label), "url": citation.url}}
+        ).strip(),
+        "source": source,
+    }
+    if finding.proposals:
+        card["suggestions"] = [
+            {
+                "label": tpl.labels[p.key].render({**context, **p.data}),
+                "uuid": str(uuid.uuid4()),
+                "actions": [_action(a, patient_id, now) for a in p.actions],
+            }
+            for p in finding.proposals
+        ]
+        card["selectionBehavior"] = "at-most-one"
+    if finding.indicator in ("warning", "critical") and tpl.override_reasons:
+        card["overrideReasons"] = tpl.override_reasons
+    return card

@@ -1,0 +1,204 @@
+"""Synthetic patients in `fixtures/patients/`, for tests, the CLI and the preview page.
+
+A fixture is a FHIR R4 `collection` Bundle of one patient's record. Its `timestamp` is the
+anchor: every date in it is written relative to that day, and `load()` shifts them all by
+(today − anchor) so results never go stale and ages stay the same. MedicationRequests with
+status `draft` are the draft orders of order-select / order-sign; everything else is the record
+on file. `fixtures/expected.json` says which topics each service must return for each patient.
+
+`Fixture.request(service_id, mode)` builds the CDS Hooks request three ways: `prefetch` (all keys
+filled), `fhir` (no prefetch: every key fetched from `fhirServer`) and `outcome` (every key an
+OperationOutcome, so fetched too). `Fixture.search(key)` answers the FHIR searches of our
+prefetch templates from the record.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+FIXTURES_DIR = Path(__file__).resolve().parent.parent / "fixtures"
+PATIENTS_DIR = FIXTURES_DIR / "patients"
+EXPECTED_FILE = FIXTURES_DIR / "expected.json"
+MODES = ("prefetch", "fhir", "outcome")
+HOOKS = {
+    "vitamin-d-patient-view": "patient-view",
+    "vitamin-d-order-select": "order-select",
+    "vitamin-d-order-sign": "order-sign",
+}
+
+_DATE = re.compile(r"^(\d{4}-\d{2}-\d{2})(T[0-9:.]+(?:Z|[+-]\d{2}:\d{2})?)?$")
+# Keys whose values are dates or dateTimes in the resources our fixtures use.
+_DATE_KEYS = frozenset(
+    {
+        "birthDate",
+        "deceasedDateTime",
+        "effectiveDateTime",
+        "issued",
+        "start",
+        "end",
+        "authoredOn",
+        "onsetDateTime",
+        "abatementDateTime",
+        "recordedDate",
+        "dateAsserted",
+        "occurrenceDateTime",
+    }
+)
+_KEYS_BY_TYPE = {
+    "Patient": "patient",
+    "Observation": "observations",
+    "MedicationRequest": "medicationRequests",
+    "MedicationStatement": "medicationStatements",
+    "Condition": "conditions",
+}
+
+
+class FixtureError(ValueError):
+    """No such fixture, or a fixture file that is not a usable Bundle."""
+
+
+def _shift(value: Any, days: int) -> Any:
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if key in _DATE_KEYS and isinstance(item, str) and (m := _DATE.match(item)):
+                shifted = date.fromisoformat(m.group(1)) + timedelta(days=days)
+                out[key] = shifted.isoformat() + (m.group(2) or "")
+            else:
+                out[key] = _shift(item, days)
+        return out
+    if isinstance(value, list):
+        return [_shift(item, days) for item in value]
+    return value
+
+
+def names() -> list[str]:
+    return sorted(p.stem for p in PATIENTS_DIR.glob("*.json"))
+
+
+def expectations() -> dict[str, Any]:
+    return json.loads(EXPECTED_FILE.read_text(encoding="utf-8"))
+
+
+def searchset(resources: list[dict]) -> dict[str, Any]:
+    bundle: dict[str, Any] = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": len(resources),
+    }
+    if resources:
+        bundle["entry"] = [
+            {
+                "fullUrl": f"{r['resourceType']}/{r['id']}",
+                "resource": r,
+                "search": {"mode": "match"},
+            }
+            for r in resources
+        ]
+    return bundle
+
+
+def _outcome() -> dict[str, Any]:
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": "timeout", "diagnostics": "prefetch timed out"}],
+    }
+
+
+@dataclass(frozen=True)
+class Fixture:
+    name: str
+    bundle: dict[str, Any]  # dates already shifted
+
+    @property
+    def resources(self) -> list[dict[str, Any]]:
+        return [e["resource"] for e in self.bundle.get("entry", [])]
+
+    @property
+    def patient(self) -> dict[str, Any]:
+        return next(r for r in self.resources if r["resourceType"] == "Patient")
+
+    @property
+    def patient_id(self) -> str:
+        return self.patient["id"]
+
+    def _of(self, resource_type: str) -> Iterator[dict[str, Any]]:
+        return (r for r in self.resources if r["resourceType"] == resource_type)
+
+    @property
+    def drafts(self) -> list[dict[str, Any]]:
+        return [r for r in self._of("MedicationRequest") if r.get("status") == "draft"]
+
+    def search(self, key: str) -> dict[str, Any]:
+        """The resource or searchset Bundle a FHIR server would answer for prefetch `key`."""
+        if key == "patient":
+            return copy.deepcopy(self.patient)
+        wanted = next(t for t, k in _KEYS_BY_TYPE.items() if k == key)
+        found = [
+            r
+            for r in self._of(wanted)
+            if not (wanted == "MedicationRequest" and r.get("status") == "draft")
+        ]
+        if key in ("medicationRequests", "medicationStatements"):
+            found += list(self._of("Medication"))  # as `_include`d, referenced or not
+        return searchset(copy.deepcopy(found))
+
+    def prefetch(self) -> dict[str, Any]:
+        return {key: self.search(key) for key in _KEYS_BY_TYPE.values()}
+
+    def request(
+        self,
+        service_id: str,
+        mode: str = "prefetch",
+        *,
+        fhir_server: str | None = None,
+        drafts: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        """A CDS Hooks request for this patient; `drafts` replaces the fixture's own drafts."""
+        if mode not in MODES:
+            raise FixtureError(f"mode must be one of {', '.join(MODES)}")
+        hook = HOOKS[service_id]
+        context: dict[str, Any] = {"userId": "Practitioner/example", "patientId": self.patient_id}
+        orders = copy.deepcopy(self.drafts if drafts is None else drafts)
+        if hook != "patient-view":
+            context["draftOrders"] = {
+                "resourceType": "Bundle",
+                "type": "collection",
+                "entry": [{"resource": d} for d in orders],
+            }
+        if hook == "order-select":
+            context["selections"] = [f"{d['resourceType']}/{d['id']}" for d in orders] or [
+                "MedicationRequest/none"
+            ]
+        body: dict[str, Any] = {"hook": hook, "hookInstance": str(uuid.uuid4()), "context": context}
+        if mode == "prefetch":
+            body["prefetch"] = self.prefetch()
+        elif mode == "outcome":
+            body["prefetch"] = {key: _outcome() for key in _KEYS_BY_TYPE.values()}
+        if fhir_server:
+            body["fhirServer"] = fhir_server
+        elif mode != "prefetch":
+            raise FixtureError(f"mode {mode!r} needs a fhir_server")
+        return body
+
+
+def load(name: str, now: datetime | None = None) -> Fixture:
+    """Fixture `name` with its dates moved so that its anchor falls on `now` (default: today)."""
+    path = PATIENTS_DIR / f"{name}.json"
+    if not re.fullmatch(r"[a-z0-9-]+", name) or not path.is_file():
+        raise FixtureError(f"no fixture named {name!r}; see `cds-service fixtures list`")
+    try:
+        bundle = json.loads(path.read_text(encoding="utf-8"))
+        anchor = datetime.fromisoformat(bundle["timestamp"]).date()
+    except (ValueError, KeyError, TypeError) as exc:
+        raise FixtureError(f"fixtures/patients/{name}.json: {exc}") from None
+    today = (now or datetime.now(UTC)).date()
+    return Fixture(name=name, bundle=_shift(bundle, (today - anchor).days))

@@ -1,0 +1,338 @@
+"""The active guideline profile: thresholds, regimens, windows and ceilings, each with a citation.
+
+Profiles live in `guidelines/<name>.toml` (one file each; `extends` inherits another profile).
+`load_guideline(name)` reads, merges and validates one; anything missing or malformed raises
+`GuidelineError` naming the key, which stops the service at start. Rules read values only
+through the typed `Guideline` object, never from literals.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+PROFILES = ("default", "es2024")
+
+TOPICS = (
+    "vitd-deficiency",
+    "vitd-insufficiency",
+    "vitd-high-level",
+    "vitd-level-uninterpretable",
+    "vitd-no-recent-level",
+    "osteoporosis-calcium-vitd",
+    "k2-consideration",
+    "uspstf-primary-prevention",
+    "vitd-empiric",
+)
+LEVELS = (
+    "deficiency_below_ng_ml",
+    "insufficiency_below_ng_ml",
+    "high_above_ng_ml",
+    "critical_above_ng_ml",
+)
+WINDOWS = (
+    "status_level_months",
+    "recent_level_months",
+    "deficiency_course_months",
+    "repeat_level_months",
+)
+AGES = (
+    "child_from_years",
+    "adult_from_years",
+    "older_adult_years",
+    "uspstf_women_from_years",
+    "uspstf_anyone_from_years",
+)
+DOSES = (
+    "risk_daily_iu_above",
+    "no_deficiency_ceiling_iu",
+    "absolute_ceiling_iu",
+    "single_dose_ceiling_iu",
+    "pregnancy_max_daily_iu",
+    "osteoporosis_min_daily_iu",
+    "k2_min_vitamin_d_iu",
+    "uspstf_max_daily_iu",
+    "uspstf_max_calcium_mg",
+    "insufficiency_daily_iu",
+)
+BANDS = ("adult", "child", "infant", "pregnancy")
+PERIODS = {"d": 1, "wk": 7}
+
+
+class GuidelineError(ValueError):
+    """The guideline file cannot be used; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class Citation:
+    key: str
+    label: str
+    url: str | None
+
+
+@dataclass(frozen=True)
+class Cited:
+    """A number with its source."""
+
+    value: float
+    cite: str
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A vitamin D dose repeated every day or week, for `weeks` or (None) ongoing."""
+
+    dose_iu: int
+    every: str  # "d" | "wk"
+    weeks: int | None = None
+    key: str = "maintenance"
+
+    @property
+    def daily_iu(self) -> float:
+        return self.dose_iu / PERIODS[self.every]
+
+
+@dataclass(frozen=True)
+class Regimen:
+    """Correction of a deficiency for one band: alternative courses, then one maintenance."""
+
+    band: str
+    courses: tuple[Schedule, ...]
+    maintenance: Schedule
+    maintenance_range: str
+    cite: str
+
+
+@dataclass(frozen=True)
+class Empiric:
+    """es2024: empiric daily vitamin D by group (dose and the range the guideline names)."""
+
+    adult_from_years: int
+    max_child_years: int
+    already_on_daily_iu: float
+    doses: Mapping[str, Schedule]
+    ranges: Mapping[str, str]
+    cite: str
+
+
+@dataclass(frozen=True)
+class Guideline:
+    profile: str
+    version: str
+    title: str
+    citations: Mapping[str, Citation]
+    topics: Mapping[str, Cited]  # value 1.0 = enabled
+    levels: Mapping[str, Cited]
+    windows: Mapping[str, Cited]
+    ages: Mapping[str, Cited]
+    doses: Mapping[str, Cited]
+    regimens: Mapping[str, Regimen]
+    empiric: Empiric
+
+    def enabled(self, topic: str) -> bool:
+        return bool(self.topics[topic].value)
+
+    def level(self, name: str) -> float:
+        return self.levels[name].value
+
+    def window_days(self, name: str) -> float:
+        return self.windows[name].value * 365.25 / 12
+
+    def age(self, name: str) -> int:
+        return int(self.ages[name].value)
+
+    def dose(self, name: str) -> float:
+        return self.doses[name].value
+
+    def citation(self, key: str) -> Citation:
+        return self.citations[key]
+
+    def topic_citation(self, topic: str) -> Citation:
+        return self.citations[self.topics[topic].cite]
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+
+def _read(name: str) -> dict[str, Any]:
+    if name not in PROFILES:
+        raise GuidelineError(
+            f"unknown guideline profile {name!r}: choose one of {', '.join(PROFILES)}"
+        )
+    path = resources.files(__package__).joinpath("guidelines", f"{name}.toml")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise GuidelineError(f"guidelines/{name}.toml cannot be read: {exc}") from None
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _raw(name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    if name in seen:
+        raise GuidelineError(f"guideline profiles extend each other in a loop: {seen + (name,)}")
+    data = _read(name)
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    return _merge(_raw(str(parent), seen + (name,)), data)
+
+
+class _Checker:
+    def __init__(self, name: str, data: Mapping[str, Any]) -> None:
+        self.name = name
+        self.data = data
+        self.citations: dict[str, Citation] = {}
+
+    def fail(self, where: str, why: str) -> GuidelineError:
+        return GuidelineError(f"guidelines/{self.name}.toml: {where}: {why}")
+
+    def table(self, where: str, value: Any = None) -> Mapping[str, Any]:
+        value = self.data.get(where) if value is None else value
+        if not isinstance(value, Mapping):
+            raise self.fail(where, "missing or not a table")
+        return value
+
+    def text(self, where: str, value: Any) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(where, "missing or not a text")
+        return value
+
+    def cite(self, where: str, value: Any) -> str:
+        key = self.text(f"{where}.cite", value)
+        if key not in self.citations:
+            raise self.fail(f"{where}.cite", f"{key!r} is not in [citations]")
+        return key
+
+    def number(self, where: str, value: Any, *, positive: bool = True) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.fail(where, "missing or not a number")
+        if positive and not value > 0:
+            raise self.fail(where, "must be above 0")
+        return float(value)
+
+    def cited_group(self, section: str, names: tuple[str, ...], *, flags: bool = False) -> dict:
+        table = self.table(section)
+        unknown = sorted(set(table) - set(names))
+        if unknown:
+            raise self.fail(section, f"unknown keys {unknown}")
+        out = {}
+        for key in names:
+            where = f"{section}.{key}"
+            entry = table.get(key)
+            if not isinstance(entry, Mapping) or "value" not in entry:
+                raise self.fail(where, "missing (write { value = ..., cite = ... })")
+            if flags:
+                if not isinstance(entry["value"], bool):
+                    raise self.fail(where, "value must be true or false")
+                value = float(entry["value"])
+            else:
+                value = self.number(where, entry["value"])
+            out[key] = Cited(value, self.cite(where, entry.get("cite")))
+        return out
+
+    def schedule(self, where: str, entry: Any, *, key: str | None = None) -> Schedule:
+        entry = self.table(where, entry)
+        every = entry.get("every", "d")
+        if every not in PERIODS:
+            raise self.fail(f"{where}.every", "must be 'd' or 'wk'")
+        weeks = entry.get("weeks")
+        return Schedule(
+            dose_iu=int(self.number(f"{where}.dose_iu", entry.get("dose_iu"))),
+            every=every,
+            weeks=None if weeks is None else int(self.number(f"{where}.weeks", weeks)),
+            key=key or str(entry.get("key") or "maintenance"),
+        )
+
+
+def _check(name: str, data: Mapping[str, Any]) -> Guideline:
+    c = _Checker(name, data)
+    for key, entry in c.table("citations").items():
+        entry = c.table(f"citations.{key}", entry)
+        url = entry.get("url")
+        if url is not None and not (isinstance(url, str) and url.startswith("https://")):
+            raise c.fail(f"citations.{key}.url", "must be an https URL")
+        c.citations[key] = Citation(key, c.text(f"citations.{key}.label", entry.get("label")), url)
+
+    regimens = {}
+    for band in BANDS:
+        where = f"regimens.{band}"
+        entry = c.table(where, c.table("regimens").get(band))
+        courses = entry.get("courses")
+        if not isinstance(courses, list) or not courses:
+            raise c.fail(f"{where}.courses", "missing or empty")
+        maintenance = c.table(f"{where}.maintenance", entry.get("maintenance"))
+        regimen = Regimen(
+            band=band,
+            courses=tuple(
+                c.schedule(f"{where}.courses[{n}]", course) for n, course in enumerate(courses)
+            ),
+            maintenance=c.schedule(f"{where}.maintenance", maintenance, key="maintenance"),
+            maintenance_range=c.text(f"{where}.maintenance.range", maintenance.get("range")),
+            cite=c.cite(where, entry.get("cite")),
+        )
+        if any(course.weeks is None for course in regimen.courses):
+            raise c.fail(f"{where}.courses", "every course needs `weeks`")
+        regimens[band] = regimen
+
+    doses = c.cited_group("doses", DOSES)
+    ceiling = doses["pregnancy_max_daily_iu"].value
+    for schedule in (*regimens["pregnancy"].courses, regimens["pregnancy"].maintenance):
+        # A safety rule of the engine, enforced on the file: no megadose in pregnancy.
+        if schedule.every != "d" or schedule.daily_iu > ceiling:
+            raise c.fail("regimens.pregnancy", f"daily dosing of at most {ceiling:g} IU only")
+
+    empiric = c.table("empiric")
+    groups = ("older_adult", "pregnancy", "child")
+    return Guideline(
+        profile=c.text("profile", data.get("profile")),
+        version=c.text("version", data.get("version")),
+        title=c.text("title", data.get("title")),
+        citations=c.citations,
+        topics=c.cited_group("topics", TOPICS, flags=True),
+        levels=c.cited_group("levels", LEVELS),
+        windows=c.cited_group("windows", WINDOWS),
+        ages=c.cited_group("ages", AGES),
+        doses=doses,
+        regimens=regimens,
+        empiric=Empiric(
+            adult_from_years=int(
+                c.number("empiric.adult_from_years", empiric.get("adult_from_years"))
+            ),
+            max_child_years=int(
+                c.number("empiric.max_child_years", empiric.get("max_child_years"))
+            ),
+            already_on_daily_iu=c.number(
+                "empiric.already_on_daily_iu", empiric.get("already_on_daily_iu")
+            ),
+            doses={g: c.schedule(f"empiric.{g}", empiric.get(g), key=g) for g in groups},
+            ranges={
+                g: c.text(
+                    f"empiric.{g}.range", c.table(f"empiric.{g}", empiric.get(g)).get("range")
+                )
+                for g in groups
+            },
+            cite=c.cite("empiric", empiric.get("cite")),
+        ),
+    )
+
+
+@cache
+def load_guideline(name: str = "default") -> Guideline:
+    """The validated profile `name` (cached per process)."""
+    guideline = _check(name, _raw(name))
+    if guideline.profile != name:
+        raise GuidelineError(f"guidelines/{name}.toml says profile = {guideline.profile!r}")
+    return guideline

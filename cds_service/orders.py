@@ -1,0 +1,152 @@
+"""FHIR R4 resources for the orders a card proposes, each validated with `fhir.resources.R4B`.
+
+A suggested MedicationRequest is `draft` / `order`, names the patient, codes cholecalciferol by
+RxNorm with text (the public sandbox applies nothing else), and doses in `[iU]` with timing and
+`boundsDuration` for a course (clinical.md "FHIR dose"). A repeat or safety lab is a draft
+ServiceRequest coded in LOINC with its due date. Codes come from knowledge/orderables.json.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from fhir.resources.R4B.medicationrequest import MedicationRequest
+from fhir.resources.R4B.servicerequest import ServiceRequest
+
+from .guideline import Schedule
+from .knowledge import load
+from .rules.findings import LabOrder, MedicationOrder
+
+UCUM = "http://unitsofmeasure.org"
+
+
+class InvalidResource(Exception):
+    """A resource we built does not validate: a programming error, never sent to a client."""
+
+
+def _knowledge() -> dict:
+    return load("orderables")
+
+
+def product_for(dose_iu: int) -> dict:
+    """The largest cholecalciferol product whose strength divides the dose, else the ingredient."""
+    d3 = _knowledge()["cholecalciferol"]
+    for product in d3["products"]:
+        if dose_iu % product["strength_iu"] == 0:
+            return product
+    return {**d3["ingredient"], "text": f"{d3['ingredient']['text']} {dose_iu:,} IU oral"}
+
+
+def _timing(schedule: Schedule, start: datetime | None) -> dict[str, Any]:
+    repeat: dict[str, Any] = {"frequency": 1, "period": 1, "periodUnit": schedule.every}
+    if schedule.weeks is not None:
+        repeat["boundsDuration"] = {
+            "value": schedule.weeks,
+            "unit": "wk",
+            "system": UCUM,
+            "code": "wk",
+        }
+    elif start is not None:
+        repeat["boundsPeriod"] = {"start": start.date().isoformat()}
+    return {"repeat": repeat}
+
+
+def medication_request(order: MedicationOrder, patient_id: str, now: datetime) -> dict[str, Any]:
+    schedule = order.schedule
+    product = product_for(schedule.dose_iu)
+    start = None
+    if order.starts_after_weeks:
+        start = now + timedelta(weeks=order.starts_after_weeks)
+    if start is not None and schedule.weeks is not None:
+        raise InvalidResource("a delayed course is not supported")
+    every = "daily" if schedule.every == "d" else "once weekly"
+    text = f"{schedule.dose_iu:,} IU by mouth {every}"
+    if schedule.weeks is not None:
+        text += f" for {schedule.weeks} weeks"
+    elif start is not None:
+        text += f", starting {start.date().isoformat()}"
+    resource = {
+        "resourceType": "MedicationRequest",
+        "id": str(uuid.uuid4()),
+        "status": "draft",
+        "intent": "order",
+        "medicationCodeableConcept": {
+            "coding": [
+                {
+                    "system": _knowledge()["rxnorm_system"],
+                    "code": product["code"],
+                    "display": product["text"],
+                }
+            ],
+            "text": product["text"],
+        },
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "authoredOn": now.date().isoformat(),
+        "dosageInstruction": [
+            {
+                "text": text,
+                "timing": _timing(schedule, start),
+                "route": {"text": "oral"},
+                "doseAndRate": [
+                    {
+                        "doseQuantity": {
+                            "value": schedule.dose_iu,
+                            "unit": "IU",
+                            "system": UCUM,
+                            "code": "[iU]",
+                        }
+                    }
+                ],
+            }
+        ],
+    }
+    return validated(resource)
+
+
+def service_request(order: LabOrder, patient_id: str, now: datetime) -> dict[str, Any]:
+    lab = _knowledge()["labs"][order.lab]
+    resource: dict[str, Any] = {
+        "resourceType": "ServiceRequest",
+        "id": str(uuid.uuid4()),
+        "status": "draft",
+        "intent": "order",
+        "code": {
+            "coding": [
+                {
+                    "system": _knowledge()["loinc_system"],
+                    "code": lab["code"],
+                    "display": lab["display"],
+                }
+            ],
+            "text": lab["text"],
+        },
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "authoredOn": now.date().isoformat(),
+        "occurrenceDateTime": (now + timedelta(days=order.due_in_days)).date().isoformat(),
+    }
+    return validated(resource)
+
+
+def lab_text(lab: str) -> str:
+    return _knowledge()["labs"][lab]["text"]
+
+
+_MODELS = {"MedicationRequest": MedicationRequest, "ServiceRequest": ServiceRequest}
+
+
+def validated(resource: dict[str, Any]) -> dict[str, Any]:
+    """`resource` unchanged if it validates as FHIR R4 (R4B models), else InvalidResource."""
+    model = _MODELS[resource["resourceType"]]
+    try:
+        model.model_validate(resource)
+    except Exception as exc:  # pydantic ValidationError; message names fields, not patient data
+        raise InvalidResource(f"{resource['resourceType']} does not validate: {exc}") from None
+    return resource
+
+
+def build(order: MedicationOrder | LabOrder, patient_id: str, now: datetime) -> dict[str, Any]:
+    if isinstance(order, MedicationOrder):
+        return medication_request(order, patient_id, now)
+    return service_request(order, patient_id, now)

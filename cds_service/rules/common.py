@@ -1,0 +1,135 @@
+"""Facts the rules share, derived without I/O: latest level, age band, totals of current doses."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import timedelta
+
+from ..facts.model import (
+    ConditionCategory,
+    Facts,
+    Ingredient,
+    Medication,
+    VitaminDLevel,
+)
+from ..guideline import Guideline, Regimen
+
+LOWER = frozenset({"<", "<="})
+UPPER = frozenset({">", ">="})
+
+
+def below(level: VitaminDLevel, threshold: float) -> bool:
+    """Level < threshold; a result "<20" counts as below 20 (contract §5)."""
+    assert level.ng_ml is not None
+    if level.comparator in LOWER:
+        return level.ng_ml <= threshold
+    return level.ng_ml < threshold
+
+
+def above(level: VitaminDLevel, threshold: float) -> bool:
+    """Level > threshold; a result ">150" counts as above 150."""
+    assert level.ng_ml is not None
+    if level.comparator == ">":
+        return level.ng_ml >= threshold
+    return level.ng_ml > threshold
+
+
+def latest_result(facts: Facts) -> VitaminDLevel | None:
+    """The most recent 25(OH)D result, interpretable or not (levels are newest first)."""
+    return facts.vitamin_d_levels[0] if facts.vitamin_d_levels else None
+
+
+def latest_valid(facts: Facts, *, within_days: float | None = None) -> VitaminDLevel | None:
+    for level in facts.vitamin_d_levels:
+        if not level.interpretable:
+            continue
+        if within_days is not None and not recent(facts, level, within_days):
+            return None
+        return level
+    return None
+
+
+def recent(facts: Facts, level: VitaminDLevel, within_days: float) -> bool:
+    return level.when is not None and facts.now - level.when <= timedelta(days=within_days)
+
+
+def current_level(facts: Facts, g: Guideline) -> VitaminDLevel | None:
+    """The level a status card may be based on: the newest result, if it is valid and recent."""
+    latest = latest_result(facts)
+    if latest is None or not latest.interpretable:
+        return None
+    if not recent(facts, latest, g.window_days("status_level_months")):
+        return None
+    return latest
+
+
+def deficient(facts: Facts, g: Guideline, *, within_days: float | None = None) -> bool:
+    """A valid deficient level (the newest valid one within the window)."""
+    window = within_days if within_days is not None else g.window_days("status_level_months")
+    level = latest_valid(facts, within_days=window)
+    return level is not None and below(level, g.level("deficiency_below_ng_ml"))
+
+
+def band(facts: Facts, g: Guideline) -> str | None:
+    """Regimen band: pregnancy, infant, child or adult; None without a birthDate."""
+    if facts.pregnant:
+        return "pregnancy"
+    patient = facts.patient
+    if patient is None or patient.age_years is None:
+        return None
+    if patient.age_years < g.age("child_from_years"):
+        return "infant"
+    if patient.age_years < g.age("adult_from_years"):
+        return "child"
+    return "adult"
+
+
+def regimen(facts: Facts, g: Guideline) -> Regimen | None:
+    name = band(facts, g)
+    return g.regimens[name] if name else None
+
+
+def daily_vitamin_d(meds: Iterable[Medication]) -> float:
+    """Total daily-equivalent IU of vitamin D; products whose dose is unknown add nothing."""
+    return sum(m.vitamin_d_iu_per_day or 0.0 for m in meds if m.has_vitamin_d)
+
+
+def daily_calcium(meds: Iterable[Medication]) -> float:
+    return sum(m.calcium_mg_per_day or 0.0 for m in meds if m.has(Ingredient.CALCIUM))
+
+
+def vitamin_d_products(meds: Iterable[Medication]) -> list[Medication]:
+    return [m for m in meds if m.has_vitamin_d]
+
+
+def focus_drafts(facts: Facts) -> tuple[Medication, ...]:
+    """Drafts the hook asks about: the selected ones on order-select, all on order-sign."""
+    if facts.hook != "order-select":
+        return facts.drafts
+    chosen = {s.split("/", 1)[-1] for s in facts.selections}
+    selected = tuple(d for d in facts.drafts if d.id in chosen)
+    return selected or facts.drafts
+
+
+def on_vka(facts: Facts) -> bool:
+    return any(m.has(Ingredient.VKA) for m in (*facts.medications, *facts.drafts))
+
+
+def has(facts: Facts, *categories: ConditionCategory) -> bool:
+    return any(c in facts.categories for c in categories)
+
+
+def vitamin_d_only(med: Medication) -> bool:
+    """A plain vitamin D product (nothing else recognised in it)."""
+    return bool(med.ingredients) and all(i.is_vitamin_d for i in med.ingredients)
+
+
+def product_names(meds: Iterable[Medication]) -> list[dict]:
+    return [
+        {
+            "name": m.name,
+            "daily_iu": m.vitamin_d_iu_per_day,
+            "source": str(m.source),
+        }
+        for m in meds
+    ]
