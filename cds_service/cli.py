@@ -136,10 +136,9 @@ def invoke(service_id: str, request_file: Path, url: str | None, as_json: bool) 
 @main.command()
 @click.option(
     "--patient",
-    "patient_file",
     required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="A FHIR Bundle (JSON) holding one patient's record.",
+    help="A FHIR Bundle file (JSON) of one patient's record, or a fixture name "
+    "(fixtures/patients/NAME.json, dates moved to today).",
 )
 @click.option(
     "--out",
@@ -147,22 +146,30 @@ def invoke(service_id: str, request_file: Path, url: str | None, as_json: bool) 
     type=click.Path(dir_okay=False, writable=True, path_type=Path),
     help="Where to write the picture: .svg (the chart) or .html (chart and tables).",
 )
-def history(patient_file: Path, out: Path) -> None:
-    """Draw the vitamin D history picture of one patient from a local Bundle (no SMART)."""
+def history(patient: str, out: Path) -> None:
+    """Draw the vitamin D history picture of one patient from local data (no SMART)."""
     from datetime import UTC, datetime
 
-    from .history.bands import active_bands
+    from . import fixtures
+    from .guideline import load_guideline
+    from .history.bands import bands_for
     from .history.picture import picture_from_facts
     from .history.records import RecordError, facts_from_bundle
     from .history.render import render_page, render_svg
 
+    now = datetime.now(UTC)
     try:
-        bundle = json.loads(patient_file.read_bytes())
-        facts = facts_from_bundle(bundle, now=datetime.now(UTC))
+        if Path(patient).is_file():
+            bundle = json.loads(Path(patient).read_bytes())
+        else:
+            bundle = fixtures.load(patient, now).bundle
+        facts = facts_from_bundle(bundle, now=now)
+    except fixtures.FixtureError as exc:
+        raise click.ClickException(f"{exc} (nor is it a file)") from None
     except (ValueError, RecursionError) as exc:
         reason = str(exc) if isinstance(exc, RecordError) else "not valid JSON"
-        raise click.ClickException(f"{patient_file}: {reason}") from None
-    picture = picture_from_facts(facts, active_bands())
+        raise click.ClickException(f"{patient}: {reason}") from None
+    picture = picture_from_facts(facts, bands_for(load_guideline(_settings().guideline_profile)))
     html = out.suffix.lower() in (".html", ".htm")
     out.write_text(render_page(picture) if html else render_svg(picture), encoding="utf-8")
     click.echo(

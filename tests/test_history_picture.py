@@ -13,7 +13,8 @@ from click.testing import CliRunner
 
 from cds_service.cli import main
 from cds_service.config import Settings
-from cds_service.history.bands import Bands, active_bands
+from cds_service.guideline import load_guideline
+from cds_service.history.bands import Bands, bands_for
 from cds_service.history.links import history_link
 from cds_service.history.picture import picture_from_facts
 from cds_service.history.records import RecordError, facts_from_bundle
@@ -24,8 +25,12 @@ from . import history_patients as hp
 SVG = "{http://www.w3.org/2000/svg}"
 
 
+def default_bands() -> Bands:
+    return bands_for(load_guideline("default"))
+
+
 def picture_of(bundle: dict, bands: Bands | None = None):
-    return picture_from_facts(facts_from_bundle(bundle, now=hp.NOW), bands or active_bands())
+    return picture_from_facts(facts_from_bundle(bundle, now=hp.NOW), bands or default_bands())
 
 
 def svg_of(bundle: dict, bands: Bands | None = None) -> ET.Element:
@@ -170,7 +175,15 @@ def test_bands_come_from_the_bands_given():
     ],
 )
 def test_default_bands(value, comparator, band):
-    assert active_bands().band(value, comparator) == band
+    assert default_bands().band(value, comparator) == band
+
+
+def test_bands_follow_the_guideline_profile():
+    default = default_bands()
+    assert (default.deficiency_below, default.insufficiency_below, default.high_above) == (20, 30, 100)
+    assert "profile default" in default.source and "Endocrine Society 2011" in default.source
+    es2024 = bands_for(load_guideline("es2024"))
+    assert "profile es2024" in es2024.source and "reference only" in es2024.source
 
 
 def test_inr_only_while_a_vka_is_active():
@@ -248,3 +261,37 @@ def test_card_link_to_the_launch_url():
         "type": "smart",
     }
     assert history_link(Settings()) is None  # no public URL: no link (never a null field)
+
+
+def test_cli_draws_a_fixture_patient_by_name(tmp_path):
+    from cds_service import fixtures
+
+    name = "osteoporosis-warfarin"
+    fixture = fixtures.load(name)
+    expected = [
+        r for r in fixture.resources
+        if r["resourceType"] == "Observation"
+        and any(c.get("code") == "62292-8" for c in r["code"]["coding"])
+    ]
+    out = tmp_path / "fixture.svg"
+    result = CliRunner().invoke(main, ["history", "--patient", name, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    marks = level_marks(ET.fromstring(out.read_bytes()))
+    assert sorted(float(m.get("data-ng-ml")) for m in marks) == sorted(
+        float(r["valueQuantity"]["value"]) for r in expected
+    )
+    assert ET.fromstring(out.read_bytes()).find(f"{SVG}title").text.endswith("and INR")  # warfarin
+
+
+def test_cli_unknown_patient(tmp_path):
+    result = CliRunner().invoke(main, ["history", "--patient", "no-such-one", "--out", str(tmp_path / "x.svg")])
+    assert result.exit_code == 1 and "no fixture named" in result.output
+
+
+def test_cli_uses_the_configured_profile(tmp_path, monkeypatch):
+    monkeypatch.setenv("CDS_GUIDELINE_PROFILE", "es2024")
+    patient = tmp_path / "patient.json"
+    patient.write_text(json.dumps(hp.deficient_then_corrected()))
+    out = tmp_path / "out.html"
+    result = CliRunner().invoke(main, ["history", "--patient", str(patient), "--out", str(out)])
+    assert result.exit_code == 0 and "profile es2024" in out.read_text()

@@ -1,14 +1,11 @@
-"""The 25(OH)D bands the picture draws: read from one function so the source is one place.
-
-Until the guideline configuration (`cds_service/guideline.py`, profiles in `guidelines/`) is on
-this branch, `active_bands()` returns the contract's defaults (§4: deficiency < 20 ng/mL,
-insufficiency < 30 ng/mL, high > 100 ng/mL; Endocrine Society 2011). Switching to the active
-profile changes only the body of `active_bands()`.
-"""
+"""The 25(OH)D bands the picture draws, read from the active guideline profile
+(`cds_service/guideline.py`, `guidelines/*.toml`): the same thresholds the rules apply."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from ..guideline import Guideline
 
 NMOL_PER_NG = 2.496  # contract §4: ng/mL × 2.496 = nmol/L
 
@@ -32,11 +29,17 @@ class Bands:
         return "target"
 
 
-def active_bands() -> Bands:
-    """The bands of the active guideline profile (for now: the contract defaults)."""
+def bands_for(guideline: Guideline) -> Bands:
+    """The bands of the active guideline profile (`CDS_GUIDELINE_PROFILE`), with their sources."""
+    names = ("deficiency_below_ng_ml", "insufficiency_below_ng_ml", "high_above_ng_ml")
+    cites = dict.fromkeys(guideline.levels[name].cite for name in names)
+    sources = "; ".join(guideline.citation(key).label for key in cites)
+    source = f"profile {guideline.profile} ({guideline.title}): {sources}"
+    if not guideline.enabled("vitd-deficiency"):
+        source += "; this profile sets no 25(OH)D targets: bands shown for reference only"
     return Bands(
-        deficiency_below=20.0,
-        insufficiency_below=30.0,
-        high_above=100.0,
-        source="contract §4 defaults (Endocrine Society 2011; > 100 ng/mL potentially harmful)",
+        deficiency_below=guideline.level("deficiency_below_ng_ml"),
+        insufficiency_below=guideline.level("insufficiency_below_ng_ml"),
+        high_above=guideline.level("high_above_ng_ml"),
+        source=source,
     )

@@ -31,7 +31,7 @@ from ..config import Settings
 from ..engine import Runtime
 from ..fhir_client import FetchError, check_url
 from ..gather import DataUnavailable, gather
-from .bands import active_bands
+from .bands import bands_for
 from .picture import picture_from_facts
 from .records import facts_from_gathered, server_keys, server_request
 from .render import render_error, render_page
@@ -298,7 +298,7 @@ def history():
             502, "record unavailable", f"The EHR's FHIR server did not answer ({reasons})."
         )
     facts = facts_from_gathered(gathered, data["patient"], now=now)
-    return _page(200, render_page(picture_from_facts(facts, active_bands())))
+    return _page(200, render_page(picture_from_facts(facts, bands_for(runtime.guideline))))
 
 
 def register(app: Flask, settings: Settings, runtime: Runtime) -> None:
