@@ -19,6 +19,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from .fhir_client import FhirClient
     from .gather import GatherSettings
     from .guideline import TOPICS, load_guideline
+    from .history.links import history_link
     from .store import Store
 
     settings = settings or Settings.from_env()
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         fhir=FhirClient(max_workers=settings.fhir_max_workers),
         gather_settings=gather_settings,
         guideline=guideline,
+        history_link=history_link(settings),
     )
     app.extensions["vitd.settings"] = settings
     app.extensions["vitd.runtime"] = runtime
