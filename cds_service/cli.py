@@ -152,10 +152,7 @@ def history(patient: str, out: Path) -> None:
 
     from . import fixtures
     from .guideline import load_guideline
-    from .history.bands import bands_for
-    from .history.picture import picture_from_facts
-    from .history.records import RecordError, facts_from_bundle
-    from .history.render import render_page, render_svg
+    from .history import RecordError, picture_for_bundle, render_page, render_svg
 
     now = datetime.now(UTC)
     try:
@@ -163,13 +160,13 @@ def history(patient: str, out: Path) -> None:
             bundle = json.loads(Path(patient).read_bytes())
         else:
             bundle = fixtures.load(patient, now).bundle
-        facts = facts_from_bundle(bundle, now=now)
+        guideline = load_guideline(_settings().guideline_profile)
+        picture = picture_for_bundle(bundle, guideline, now=now)
     except fixtures.FixtureError as exc:
         raise click.ClickException(f"{exc} (nor is it a file)") from None
     except (ValueError, RecursionError) as exc:
         reason = str(exc) if isinstance(exc, RecordError) else "not valid JSON"
         raise click.ClickException(f"{patient}: {reason}") from None
-    picture = picture_from_facts(facts, bands_for(load_guideline(_settings().guideline_profile)))
     html = out.suffix.lower() in (".html", ".htm")
     out.write_text(render_page(picture) if html else render_svg(picture), encoding="utf-8")
     click.echo(

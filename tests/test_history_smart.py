@@ -292,3 +292,18 @@ def test_smart_settings():
         "http://127.0.0.1:8081/fhir",
     )
     assert not Settings.from_env({}).smart_enabled
+
+
+def test_store_down_is_a_503_page(live, make_app, launch_settings, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    def down(*args, **kwargs):
+        raise OperationalError("INSERT", {}, Exception("database is locked"))
+
+    with StubEhr(patients.no_results()) as ehr:
+        mount(live, make_app, launch_settings, ehr)
+        monkeypatch.setattr(SessionStore, "create", down)
+        page = requests.get(
+            f"{live.url}/launch", params={"iss": ehr.iss, "launch": LAUNCH_ID}, timeout=10
+        )
+        assert page.status_code == 503 and "service unavailable" in page.text

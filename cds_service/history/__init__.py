@@ -13,6 +13,27 @@ links.py    the CDS Hooks card link to the launch URL
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
+from ..guideline import Guideline
+from .bands import bands_for
+from .picture import Picture, picture_from_facts
+from .records import RecordError, facts_from_bundle
+from .render import render_page, render_svg
 from .web import register
 
-__all__ = ["register"]
+__all__ = [
+    "Picture",
+    "RecordError",
+    "picture_for_bundle",
+    "register",
+    "render_page",
+    "render_svg",
+]
+
+
+def picture_for_bundle(bundle: Any, guideline: Guideline, *, now: datetime) -> Picture:
+    """The picture of the one patient in a FHIR Bundle (CLI, preview page): no SMART, no
+    network. Raises RecordError when the Bundle is not one patient's record."""
+    return picture_from_facts(facts_from_bundle(bundle, now=now), bands_for(guideline))

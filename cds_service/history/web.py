@@ -25,7 +25,8 @@ import requests
 from authlib.common.security import generate_token
 from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.requests_client import OAuth2Session
-from flask import Blueprint, Flask, Response, current_app, redirect, request, session
+from flask import Blueprint, Flask, Response, current_app, redirect, request, session, url_for
+from sqlalchemy.exc import SQLAlchemyError
 
 from ..config import Settings
 from ..engine import Runtime
@@ -240,7 +241,7 @@ def callback():
         now=now,
         expires_at=expires_at,
     )
-    response = redirect(HISTORY_PATH, code=302)
+    response = redirect(url_for("history.history"), code=302)
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -299,6 +300,14 @@ def history():
         )
     facts = facts_from_gathered(gathered, data["patient"], now=now)
     return _page(200, render_page(picture_from_facts(facts, bands_for(runtime.guideline))))
+
+
+@bp.errorhandler(SQLAlchemyError)
+def _store_down(error: SQLAlchemyError):
+    log.error("history: session store unavailable (%s)", type(error).__name__)
+    return _error(
+        503, "service unavailable", "The service cannot keep sessions right now.", RELAUNCH
+    )
 
 
 def register(app: Flask, settings: Settings, runtime: Runtime) -> None:
