@@ -475,6 +475,12 @@ def test_odd_input_never_raises(resource):
             "2025-01-01",
             "2025-02-26",
         ),
+        # a course beyond the calendar: the end is unknown, nothing raises
+        (
+            {**request("Vitamin D3 1000 UNT", dose=1, unit="capsule", repeat={**DAILY, "boundsDuration": {"value": 5000000, "unit": "a"}}), "authoredOn": "9990-01-01"},
+            "9990-01-01",
+            None,
+        ),
         # nothing stated: unknown, never guessed
         (request("Vitamin D3 1000 UNT", dose=1, unit="capsule", repeat=DAILY), None, None),
     ],

@@ -200,12 +200,13 @@ def test_inr_only_while_a_vka_is_active():
 
 def test_record_text_is_escaped():
     pid = "x"
-    hostile = 'Vitamin D3 1000 IU <script>alert("x")</script> & co'
+    hostile = 'Vitamin D3 1000 IU <script>alert("x")</script> & co\x0b'
     bundle = hp.bundle(hp.patient(pid), hp.statement(pid, "s", hostile, "2026-01-01"))
     picture = picture_of(bundle)
     svg = render_svg(picture)
     ET.fromstring(svg.encode("utf-8"))  # still well-formed
     assert "<script>" not in svg and "&lt;script&gt;" in svg
+    assert "\x0b" not in svg and "co\ufffd" in svg  # not allowed in XML: replaced
     page = render_page(picture)
     assert "<script>" not in page and "&lt;script&gt;" in page
 
@@ -295,3 +296,46 @@ def test_cli_uses_the_configured_profile(tmp_path, monkeypatch):
     out = tmp_path / "out.html"
     result = CliRunner().invoke(main, ["history", "--patient", str(patient), "--out", str(out)])
     assert result.exit_code == 0 and "profile es2024" in out.read_text()
+
+
+def test_every_fixture_patient_draws_well_formed(tmp_path):
+    from cds_service import fixtures
+    from cds_service.history import picture_for_bundle
+
+    for name in fixtures.names():
+        picture = picture_for_bundle(fixtures.load(name, hp.NOW).bundle, load_guideline(), now=hp.NOW)
+        root = ET.fromstring(render_svg(picture).encode("utf-8"))
+        assert len(level_marks(root)) == len([p for p in picture.levels if p.when]), name
+        assert len(bars(root)) == len(picture.uses), name
+        assert render_page(picture).count('<tr class="level-row">') == len(picture.levels), name
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_results = st.lists(
+    st.tuples(
+        st.dates(),
+        st.one_of(st.floats(min_value=0, max_value=2000, allow_nan=False), st.just(0), st.text(max_size=5)),
+        st.sampled_from(["ng/mL", "nmol/L", "mg", None]),
+        st.sampled_from([None, "<", ">", "<=", ">="]),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(results=_results, inr_values=st.lists(st.tuples(st.dates(), st.floats(0, 50)), max_size=10))
+def test_any_record_draws_well_formed(results, inr_values):
+    pid = "p"
+    resources = [hp.patient(pid), hp.order(pid, "w", "Warfarin Sodium 5 MG Oral Tablet", "active", hp.DAILY)]
+    for n, (day, value, unit, comparator) in enumerate(results):
+        resources.append(hp.level(pid, f"o{n}", day.isoformat(), value, unit, comparator=comparator))
+    for n, (day, value) in enumerate(inr_values):
+        resources.append(hp.inr(pid, f"i{n}", day.isoformat(), value))
+    picture = picture_of(hp.bundle(*resources))
+    root = ET.fromstring(render_svg(picture).encode("utf-8"))
+    assert len(level_marks(root)) == len(results)
+    for mark in level_marks(root):
+        for circle in mark.iter(f"{SVG}circle"):
+            assert 0 <= float(circle.get("cx")) <= 880 and 0 <= float(circle.get("cy")) <= float(root.get("height"))

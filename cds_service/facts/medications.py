@@ -295,7 +295,10 @@ def _period(resource: dict, course: float | None) -> tuple[datetime | None, date
         started, ended = parse_instant(bounds.get("start")), parse_instant(bounds.get("end"))
     started = started or parse_instant(resource.get("authoredOn") or resource.get("dateWritten"))
     if ended is None and started is not None and course:
-        ended = started + timedelta(days=course)
+        try:
+            ended = started + timedelta(days=course)
+        except (OverflowError, ValueError):  # a course beyond the calendar: end unknown
+            ended = None
     return started, ended
 
 

@@ -186,20 +186,22 @@ class TimeAxis:
         )
 
     def ticks(self) -> list[tuple[float, str]]:
-        months = (self.end.year - self.start.year) * 12 + self.end.month - self.start.month + 1
-        step = next((s for s in (1, 2, 3, 6, 12, 24, 60, 120) if months / s <= 8), 240)
-        year, month = self.start.year, self.start.month
+        """At most about 8 ticks on the first day of months aligned to the step."""
+        first = self.start.year * 12 + self.start.month - 1  # months since year 0
+        last = self.end.year * 12 + self.end.month - 1
+        months = last - first + 1
+        step = next((s for s in (1, 2, 3, 6, 12, 24, 60, 120) if months / s <= 8), None)
+        step = step or 12 * -(-months // (8 * 12))
         out = []
-        while True:
-            tick = datetime(year, month, 1, tzinfo=UTC)
-            if tick > self.end:
-                return out
-            if tick >= self.start and (year * 12 + month - 1) % step == 0:
-                label = str(year) if step >= 12 else f"{calendar.month_abbr[month]} {year}"
+        for index in range(-(-first // step) * step, last + 1, step):
+            year, month = divmod(index, 12)
+            if not 1 <= year <= 9999:
+                continue
+            tick = datetime(year, month + 1, 1, tzinfo=UTC)
+            if self.start <= tick <= self.end:
+                label = str(year) if step >= 12 else f"{calendar.month_abbr[month + 1]} {year}"
                 out.append((self.x(tick), label))
-            month += 1
-            if month > 12:
-                year, month = year + 1, 1
+        return out
 
 
 def _time_axis(picture: Picture) -> TimeAxis | None:
@@ -213,7 +215,15 @@ def _time_axis(picture: Picture) -> TimeAxis | None:
     if any(u.status == "active" and u.ended is None and u.started for u in picture.uses):
         end = max(end, picture.now)
     pad = max(timedelta(days=20), (end - start) * 0.04)
-    return TimeAxis(start - pad, end + pad, LEFT, WIDTH - RIGHT)
+    return TimeAxis(_shifted(start, -pad), _shifted(end, pad), LEFT, WIDTH - RIGHT)
+
+
+def _shifted(when: datetime, by: timedelta) -> datetime:
+    """`when + by`, kept within the calendar (records do hold year 1 and year 9999)."""
+    try:
+        return when + by
+    except OverflowError:
+        return (datetime.min if by < timedelta(0) else datetime.max).replace(tzinfo=UTC)
 
 
 def _nice_ceiling(value: float, step: float) -> float:

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from .picture import Picture, day, layout
 
 XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'
+# Characters XML 1.0 does not allow (record text may hold them): shown as U+FFFD.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _xml_safe(value: Any) -> Any:
+    """Every printed value passes here before autoescaping, so the SVG stays well-formed."""
+    return _NOT_XML.sub("\ufffd", value) if isinstance(value, str) else value
 
 
 def _value(number: float | None, comparator: str | None = None, digits: int = 1) -> str:
@@ -25,6 +35,7 @@ def _environment() -> Environment:
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        finalize=_xml_safe,
     )
     env.filters["day"] = day
     env.filters["value"] = _value
