@@ -70,6 +70,18 @@ def warfarin(*, mid: str = "w1", status: str = "active") -> dict:
     )
 
 
+def text_only(text: str, *, mid: str, status: str = "active") -> dict:
+    """A MedicationRequest whose product is named only in free text (no coding)."""
+    return {
+        "resourceType": "MedicationRequest",
+        "id": mid,
+        "status": status,
+        "intent": "order",
+        "subject": {"reference": f"Patient/{b.PATIENT_ID}"},
+        "medicationCodeableConcept": {"text": text},
+    }
+
+
 def condition(snomed: str, display: str = "x", cid: str | None = None) -> dict:
     return b.condition(snomed, display, cid=cid or f"c-{snomed}")
 

@@ -23,6 +23,7 @@ from tests.rule_facts import (
     days_ago,
     facts,
     level,
+    text_only,
     warfarin,
 )
 
@@ -111,14 +112,7 @@ def test_osteoporosis_card_defers_dosing_to_the_deficiency_card():
     assert found[1].proposals == () and found[1].data["deficient"] is True
 
 
-COUMADIN_TEXT_ONLY = {
-    "resourceType": "MedicationRequest",
-    "id": "w-text",
-    "status": "active",
-    "intent": "order",
-    "subject": {"reference": "Patient/pat-1"},
-    "medicationCodeableConcept": {"text": "Coumadin 5 mg tablet"},
-}
+COUMADIN_TEXT_ONLY = text_only("Coumadin 5 mg tablet", mid="w-text")
 
 # --- k2-consideration --------------------------------------------------------------------------
 
@@ -164,14 +158,7 @@ def test_k2_for_vitamin_d_above_4000_but_never_with_a_vka():
 
 
 def test_k2_silent_when_a_vitamin_k_product_is_on_file():
-    k2 = {
-        "resourceType": "MedicationRequest",
-        "id": "k2",
-        "status": "active",
-        "intent": "order",
-        "subject": {"reference": "Patient/pat-1"},
-        "medicationCodeableConcept": {"text": "Vitamin K2 MK-7 100 mcg capsule"},
-    }
+    k2 = text_only("Vitamin K2 MK-7 100 mcg capsule", mid="k2")
     f = facts(meds=[d3(5000), k2], levels=[level(40)])
     assert fired(evaluate(f, DEFAULT), "k2-consideration") == []
 
