@@ -121,7 +121,9 @@ def test_serve_runs_gunicorn_workers_and_answers(tmp_path):
             try:
                 reply = requests.get(f"http://127.0.0.1:{port}/cds-services", timeout=1)
                 break
-            except requests.ConnectionError:
+            # Gunicorn listens before its workers have built the app: a read timeout is
+            # "not ready yet" as much as a refused connection is.
+            except (requests.ConnectionError, requests.Timeout):
                 if time.monotonic() > deadline or proc.poll() is not None:
                     pytest.fail(
                         "server did not start:\n"

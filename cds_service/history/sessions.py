@@ -18,7 +18,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from cryptography.fernet import Fernet, InvalidToken
 
 from ..store import metadata
 
@@ -33,7 +32,9 @@ smart_session = sa.Table(
 )
 
 
-def _fernet(secret: str) -> Fernet:
+def _fernet(secret: str):
+    from cryptography.fernet import Fernet  # loaded only when SMART is configured
+
     digest = hashlib.sha256(b"vitd-cds smart session\0" + secret.encode("utf-8")).digest()
     return Fernet(base64.urlsafe_b64encode(digest))
 
@@ -77,6 +78,8 @@ class SessionStore:
             ).first()
         if row is None or _aware(row.expires_at) <= now:
             return None
+        from cryptography.fernet import InvalidToken
+
         try:
             return json.loads(self._fernet.decrypt(row.data.encode("ascii")))
         except (InvalidToken, ValueError):

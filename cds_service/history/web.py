@@ -17,14 +17,12 @@ from __future__ import annotations
 import hmac
 import logging
 import re
+import secrets
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
-from authlib.common.security import generate_token
-from authlib.integrations.base_client.errors import OAuthError
-from authlib.integrations.requests_client import OAuth2Session
 from flask import Blueprint, Flask, Response, current_app, redirect, request, session, url_for
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -37,6 +35,9 @@ from .picture import picture_from_facts
 from .records import facts_from_gathered, server_keys, server_request
 from .render import render_error, render_page
 from .sessions import SessionStore
+
+if TYPE_CHECKING:
+    from authlib.integrations.requests_client import OAuth2Session
 
 log = logging.getLogger(__name__)
 bp = Blueprint("history", __name__)
@@ -116,6 +117,9 @@ def _discover(iss: str) -> dict[str, str]:
 
 
 def _client(settings: Settings) -> OAuth2Session:
+    # authlib is imported on first use: workers of a service without SMART never load it.
+    from authlib.integrations.requests_client import OAuth2Session
+
     client = OAuth2Session(
         client_id=settings.smart_client_id,
         scope=SCOPES,
@@ -157,7 +161,7 @@ def launch():
             f"The EHR's SMART configuration could not be read ({error.reason}).",
             RELAUNCH,
         )
-    state, verifier = generate_token(32), generate_token(64)
+    state, verifier = secrets.token_urlsafe(24), secrets.token_urlsafe(48)  # PKCE: 64 chars
     client = _client(settings)
     url, _ = client.create_authorization_url(
         endpoints["authorization_endpoint"],
@@ -249,6 +253,8 @@ def callback():
 def _exchange(settings: Settings, data: dict[str, Any], code: str) -> dict | Response:
     """The token answer for `code`, or an error page. Exception texts are never shown or logged
     (they can hold the code or the token)."""
+    from authlib.integrations.base_client.errors import OAuthError
+
     client = _client(settings)
     try:
         check_url(data["token_endpoint"])
