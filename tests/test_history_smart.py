@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+import sqlalchemy as sa
 
 from cds_service.config import Settings
 from cds_service.history.sessions import SessionStore
@@ -23,6 +24,7 @@ from . import history_patients as patients
 from .fhir_stub import Reply
 from .live_server import LiveServer
 from .smart_ehr import CLIENT_ID, LAUNCH_ID, StubEhr
+from .test_store import store  # noqa: F401 - the SQLite + PostgreSQL store fixture
 
 SECRET = "test-secret-" + "x" * 40
 
@@ -238,8 +240,10 @@ def test_not_configured_is_404(client):
         assert client.get(path).status_code == 404
 
 
-def test_sessions_expire_and_do_not_leak_across_keys(app_store_engine):
-    store = SessionStore(app_store_engine, SECRET)
+def test_sessions_expire_and_do_not_leak_across_keys(store):  # noqa: F811 - the fixture
+    """On SQLite and on PostgreSQL (the store fixture of test_store)."""
+    engine = store.engine
+    store = SessionStore(engine, SECRET)
     now = datetime(2026, 11, 1, tzinfo=UTC)
     key = store.create({"state": "s"}, now=now)
     other = store.create({"state": "t"}, now=now)
@@ -248,16 +252,15 @@ def test_sessions_expire_and_do_not_leak_across_keys(app_store_engine):
     assert store.get("guess", now=now) is None and store.get(None, now=now) is None
     assert store.get(key, now=now + timedelta(hours=2)) is None
     # another secret cannot read the rows
-    assert SessionStore(app_store_engine, "another-secret-" + "y" * 40).get(key, now=now) is None
+    assert SessionStore(engine, "another-secret-" + "y" * 40).get(key, now=now) is None
+    # rows hold neither the browser's key nor readable data
+    with engine.connect() as connection:
+        rows = connection.execute(sa.text("SELECT key_hash, data FROM smart_session")).all()
+    assert rows and all(key not in r.key_hash and "access_token" not in r.data for r in rows)
     store.replace(key, {"access_token": "t"}, now=now, expires_at=now + timedelta(minutes=5))
     assert store.get(key, now=now + timedelta(minutes=6)) is None
     store.delete(other)
     assert store.get(other, now=now) is None
-
-
-@pytest.fixture
-def app_store_engine(app):
-    return app.extensions["vitd.runtime"].store.engine
 
 
 @pytest.mark.parametrize(
