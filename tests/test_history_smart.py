@@ -196,7 +196,17 @@ def test_token_endpoint_failures_are_pages(live, make_app, launch_settings, repl
 
 @pytest.mark.parametrize(
     "configuration",
-    [Reply(status=404, body={}), Reply(body={"authorization_endpoint": "x"}), Reply(body="[")],
+    [
+        Reply(status=404, body={}),
+        Reply(body={"authorization_endpoint": "x"}),
+        Reply(body="["),
+        Reply(
+            body={
+                "authorization_endpoint": "http://ehr.example.org/authorize",  # in clear
+                "token_endpoint": "https://ehr.example.org/token",
+            }
+        ),
+    ],
 )
 def test_unusable_smart_configuration(live, make_app, launch_settings, configuration):
     with StubEhr(patients.no_results()) as ehr:

@@ -21,6 +21,7 @@ import secrets
 import time
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import requests
 from flask import Blueprint, Flask, Response, current_app, redirect, request, session, url_for
@@ -97,6 +98,17 @@ def _error(status: int, heading: str, message: str, hint: str | None = None) -> 
 RELAUNCH = "Open the Vitamin D history again from the patient's chart in the EHR."
 
 
+def _secure(url: str) -> bool:
+    """https, or http on loopback only (codes and tokens never cross a network in clear)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    if parts.scheme == "https" and parts.hostname:
+        return True
+    return parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1")
+
+
 def _discover(iss: str) -> dict[str, str]:
     """authorization_endpoint and token_endpoint from the issuer's smart-configuration."""
     runtime = _runtime()
@@ -109,8 +121,8 @@ def _discover(iss: str) -> dict[str, str]:
     endpoints = {}
     for name in ("authorization_endpoint", "token_endpoint"):
         value = body.get(name) if isinstance(body, dict) else None
-        if not isinstance(value, str):
-            raise FetchError(f"no {name}")
+        if not isinstance(value, str) or not _secure(value):
+            raise FetchError(f"no usable {name}")
         check_url(value)
         endpoints[name] = value
     return endpoints
