@@ -156,8 +156,14 @@ def _action(action: Create | Delete, patient_id: str, now: datetime) -> dict[str
         description = f"Order {concept}: {dosage}"
     else:
         assert isinstance(action.order, LabOrder)
-        due = resource["occurrenceDateTime"]
-        when = "now" if action.order.due_in_days == 0 else f"on or after {due}"
+        if action.order.within_days is not None:
+            when = (
+                f"within {action.order.within_days} days (by {resource['occurrencePeriod']['end']})"
+            )
+        elif action.order.due_in_days == 0:
+            when = "now"
+        else:
+            when = f"on or after {resource['occurrenceDateTime']}"
         description = f"Order {orders.lab_text(action.order.lab)} {when}"
     return {"type": "create", "description": description, "resource": resource}
 

@@ -3,8 +3,9 @@
 A fixture is a FHIR R4 `collection` Bundle of one patient's record. Its `timestamp` is the
 anchor: every date in it is written relative to that day, and `load()` shifts them all by
 (today − anchor) so results never go stale and ages stay the same. MedicationRequests with
-status `draft` are the draft orders of order-select / order-sign; everything else is the record
-on file. `fixtures/expected.json` says which topics each service must return for each patient.
+status `draft` (and DSTU2 MedicationOrders with status `draft`) are the draft orders of
+order-select / order-sign; everything else is the record on file. `fixtures/expected.json`
+says which topics each service must return for each patient.
 
 `Fixture.request(service_id, mode)` builds the CDS Hooks request three ways: `prefetch` (all keys
 filled), `fhir` (no prefetch: every key fetched from `fhirServer`) and `outcome` (every key an
@@ -135,7 +136,13 @@ class Fixture:
 
     @property
     def drafts(self) -> list[dict[str, Any]]:
-        return [r for r in self._of("MedicationRequest") if r.get("status") == "draft"]
+        """Draft orders: R4 MedicationRequests and DSTU2 MedicationOrders with status draft."""
+        return [
+            r
+            for kind in ("MedicationRequest", "MedicationOrder")
+            for r in self._of(kind)
+            if r.get("status") == "draft"
+        ]
 
     def search(self, key: str) -> dict[str, Any]:
         """The resource or searchset Bundle a FHIR server would answer for prefetch `key`."""

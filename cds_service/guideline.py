@@ -17,6 +17,16 @@ from typing import Any
 
 PROFILES = ("default", "es2024")
 
+# Prescribing-safety topics: on in every profile (a profile that turns one off is refused).
+SAFETY_TOPICS = (
+    "vka-vitamin-k-interaction",
+    "vitd-high-dose",
+    "vitd-ergocalciferol",
+    "calcium-dose-split",
+    "calcium-kidney-stones",
+    "vitd-hypercalcemia-risk",
+)
+
 TOPICS = (
     "vitd-deficiency",
     "vitd-insufficiency",
@@ -27,6 +37,7 @@ TOPICS = (
     "k2-consideration",
     "uspstf-primary-prevention",
     "vitd-empiric",
+    *SAFETY_TOPICS,
 )
 LEVELS = (
     "deficiency_below_ng_ml",
@@ -59,6 +70,16 @@ DOSES = (
     "uspstf_max_calcium_mg",
     "insufficiency_daily_iu",
 )
+# Prescribing-safety values (interaction, calcium, INR), each cited like the others.
+SAFETY = (
+    "calcium_max_per_dose_mg",
+    "calcium_split_dose_mg",
+    "serum_calcium_above_mg_dl",
+    "inr_check_within_days",
+    "phytonadione_reversal_min_mg",
+    "phytonadione_reversal_max_mg",
+    "kidney_stones_hazard_ratio",
+)
 BANDS = ("adult", "child", "infant", "pregnancy")
 PERIODS = {"d": 1, "wk": 7}
 
@@ -82,18 +103,31 @@ class Cited:
     cite: str
 
 
+# Period units a Schedule may repeat over (guideline files use only "d" and "wk"); days each.
+EVERY_DAYS = {"h": 1 / 24, "d": 1, "wk": 7, "mo": 30, "a": 365}
+
+
 @dataclass(frozen=True)
 class Schedule:
-    """A vitamin D dose repeated every day or week, for `weeks` or (None) ongoing."""
+    """A vitamin D dose repeated every day or week, for `weeks` or (None) ongoing.
+
+    A schedule copied from a prescriber's order (D2 -> D3, a vitamin K combination replaced by
+    plain D3) may also say `frequency` times per `period` `every`, a `count` of doses, or a
+    course `duration` in another unit, e.g. (2, "mo"); the defaults keep guideline schedules.
+    """
 
     dose_iu: int
-    every: str  # "d" | "wk"
+    every: str  # "d" | "wk" (guideline files); EVERY_DAYS keys for copied schedules
     weeks: int | None = None
     key: str = "maintenance"
+    frequency: int = 1
+    period: float = 1
+    count: int | None = None
+    duration: tuple[float, str] | None = None  # boundsDuration (value, UCUM unit) besides weeks
 
     @property
     def daily_iu(self) -> float:
-        return self.dose_iu / PERIODS[self.every]
+        return self.dose_iu * self.frequency / (self.period * EVERY_DAYS[self.every])
 
 
 @dataclass(frozen=True)
@@ -130,6 +164,7 @@ class Guideline:
     windows: Mapping[str, Cited]
     ages: Mapping[str, Cited]
     doses: Mapping[str, Cited]
+    safety: Mapping[str, Cited]
     regimens: Mapping[str, Regimen]
     empiric: Empiric
 
@@ -147,6 +182,9 @@ class Guideline:
 
     def dose(self, name: str) -> float:
         return self.doses[name].value
+
+    def safety_value(self, name: str) -> float:
+        return self.safety[name].value
 
     def citation(self, key: str) -> Citation:
         return self.citations[key]
@@ -294,6 +332,11 @@ def _check(name: str, data: Mapping[str, Any]) -> Guideline:
         if schedule.every != "d" or schedule.daily_iu > ceiling:
             raise c.fail("regimens.pregnancy", f"daily dosing of at most {ceiling:g} IU only")
 
+    topics = c.cited_group("topics", TOPICS, flags=True)
+    for topic in SAFETY_TOPICS:
+        if not topics[topic].value:
+            raise c.fail(f"topics.{topic}", "a prescribing-safety topic cannot be turned off")
+
     empiric = c.table("empiric")
     groups = ("older_adult", "pregnancy", "child")
     return Guideline(
@@ -301,11 +344,12 @@ def _check(name: str, data: Mapping[str, Any]) -> Guideline:
         version=c.text("version", data.get("version")),
         title=c.text("title", data.get("title")),
         citations=c.citations,
-        topics=c.cited_group("topics", TOPICS, flags=True),
+        topics=topics,
         levels=c.cited_group("levels", LEVELS),
         windows=c.cited_group("windows", WINDOWS),
         ages=c.cited_group("ages", AGES),
         doses=doses,
+        safety=c.cited_group("safety", SAFETY),
         regimens=regimens,
         empiric=Empiric(
             adult_from_years=int(

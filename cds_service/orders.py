@@ -39,8 +39,46 @@ def product_for(dose_iu: int) -> dict:
     return {**d3["ingredient"], "text": f"{d3['ingredient']['text']} {dose_iu:,} IU oral"}
 
 
+_UNIT_WORDS = {"h": "hour", "d": "day", "wk": "week", "mo": "month", "a": "year"}
+_TIMES = {1: "once", 2: "twice", 3: "three times", 4: "four times"}
+
+
+def _num(value: float) -> str:
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:g}"
+
+
+def describe(schedule: Schedule) -> str:
+    """'daily', 'once weekly', 'twice daily', 'once every 2 weeks', '3 times every 4 hours'."""
+    unit = _UNIT_WORDS[schedule.every]
+    times = _TIMES.get(schedule.frequency, f"{schedule.frequency} times")
+    if schedule.period == 1:
+        if schedule.every == "d" and schedule.frequency == 1:
+            return "daily"
+        adverb = {"d": "daily", "wk": "weekly", "mo": "monthly", "a": "yearly"}.get(schedule.every)
+        return f"{times} {adverb}" if adverb else f"{times} every {unit}"
+    return f"{times} every {_num(schedule.period)} {unit}s"
+
+
+def _course(schedule: Schedule) -> str:
+    if schedule.weeks is not None:
+        return f" for {schedule.weeks} weeks"
+    if schedule.duration is not None:
+        value, unit = schedule.duration
+        word = _UNIT_WORDS[unit] + ("" if value == 1 else "s")
+        return f" for {_num(value)} {word}"
+    if schedule.count is not None:
+        return " (1 dose)" if schedule.count == 1 else f" ({schedule.count} doses)"
+    return ""
+
+
 def _timing(schedule: Schedule, start: datetime | None) -> dict[str, Any]:
-    repeat: dict[str, Any] = {"frequency": 1, "period": 1, "periodUnit": schedule.every}
+    repeat: dict[str, Any] = {
+        "frequency": schedule.frequency,
+        "period": schedule.period,
+        "periodUnit": schedule.every,
+    }
+    if schedule.count is not None:
+        repeat["count"] = schedule.count
     if schedule.weeks is not None:
         repeat["boundsDuration"] = {
             "value": schedule.weeks,
@@ -48,6 +86,9 @@ def _timing(schedule: Schedule, start: datetime | None) -> dict[str, Any]:
             "system": UCUM,
             "code": "wk",
         }
+    elif schedule.duration is not None:
+        value, unit = schedule.duration
+        repeat["boundsDuration"] = {"value": value, "unit": unit, "system": UCUM, "code": unit}
     elif start is not None:
         repeat["boundsPeriod"] = {"start": start.date().isoformat()}
     return {"repeat": repeat}
@@ -61,11 +102,8 @@ def medication_request(order: MedicationOrder, patient_id: str, now: datetime) -
         start = now + timedelta(weeks=order.starts_after_weeks)
     if start is not None and schedule.weeks is not None:
         raise InvalidResource("a delayed course is not supported")
-    every = "daily" if schedule.every == "d" else "once weekly"
-    text = f"{schedule.dose_iu:,} IU by mouth {every}"
-    if schedule.weeks is not None:
-        text += f" for {schedule.weeks} weeks"
-    elif start is not None:
+    text = f"{schedule.dose_iu:,} IU by mouth {describe(schedule)}{_course(schedule)}"
+    if start is not None and schedule.weeks is None and schedule.duration is None:
         text += f", starting {start.date().isoformat()}"
     resource = {
         "resourceType": "MedicationRequest",
@@ -124,8 +162,15 @@ def service_request(order: LabOrder, patient_id: str, now: datetime) -> dict[str
         },
         "subject": {"reference": f"Patient/{patient_id}"},
         "authoredOn": now.date().isoformat(),
-        "occurrenceDateTime": (now + timedelta(days=order.due_in_days)).date().isoformat(),
     }
+    start = now + timedelta(days=order.due_in_days)
+    if order.within_days is not None:
+        resource["occurrencePeriod"] = {
+            "start": start.date().isoformat(),
+            "end": (start + timedelta(days=order.within_days)).date().isoformat(),
+        }
+    else:
+        resource["occurrenceDateTime"] = start.date().isoformat()
     return validated(resource)
 
 

@@ -105,6 +105,8 @@ def facts(
     conditions=(),
     hook: str = "patient-view",
     birth_date: str | None = None,
+    statements=(),
+    selections: list[str] | None = None,
     **patient,
 ):
     birth = birth_date if birth_date is not None else (born(age) if age is not None else None)
@@ -112,8 +114,10 @@ def facts(
         "patient": [b.patient(birth_date=birth, gender=sex, **patient)],
         "observations": list(levels),
         "medicationRequests": list(meds),
-        "medicationStatements": [],
+        "medicationStatements": list(statements),
         "conditions": list(conditions),
     }
     request = b.hook_request(SERVICE[hook], drafts=list(drafts))
+    if selections is not None:
+        request["context"]["selections"] = selections
     return build_facts(request, Gathered(resources, (), 0), service_id=SERVICE[hook], now=NOW)

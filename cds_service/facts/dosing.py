@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..knowledge import load
-from .model import Ingredient, IngredientAmount
+from .model import DoseTiming, Ingredient, IngredientAmount
 
 DAYS_PER_UNIT = {"s": 1 / 86400, "min": 1 / 1440, "h": 1 / 24, "d": 1, "wk": 7, "mo": 30, "a": 365}
 # HL7 v3 GTSAbbreviation codes (Timing.code) as administrations per day.
@@ -208,3 +208,38 @@ def combine_daily(parts: Iterable[tuple[Any, float]]) -> float | None:
     for sequence, amount in parts:
         phases[sequence] = phases.get(sequence, 0.0) + amount
     return max(phases.values()) if phases else None
+
+
+_TIMING_UNITS = frozenset({"h", "d", "wk", "mo", "a"})
+
+
+def plain_timing(dosage: dict) -> DoseTiming | None:
+    """timing.repeat as frequency / period / periodUnit (+ count or boundsDuration) when it is
+    stated plainly: no ranges (frequencyMax, periodMax), no when/timeOfDay/dayOfWeek lists."""
+    timing = dosage.get("timing")
+    repeat = timing.get("repeat") if isinstance(timing, dict) else None
+    if not isinstance(repeat, dict):
+        return None
+    if any(repeat.get(k) for k in ("frequencyMax", "periodMax", "countMax", "when", "timeOfDay")):
+        return None
+    if repeat.get("dayOfWeek") or repeat.get("boundsRange") or repeat.get("boundsPeriod"):
+        return None
+    frequency = repeat.get("frequency", 1)
+    period = _number(repeat.get("period"))
+    unit = repeat.get("periodUnit")
+    if not isinstance(frequency, int) or isinstance(frequency, bool) or frequency < 1:
+        return None
+    if period is None or unit not in _TIMING_UNITS:
+        return None
+    count = repeat.get("count")
+    if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 1):
+        return None
+    bounds = None
+    duration = repeat.get("boundsDuration")
+    if isinstance(duration, dict):
+        value = _number(duration.get("value"))
+        code = duration.get("code") or duration.get("unit")
+        if value is None or code not in _TIMING_UNITS:
+            return None
+        bounds = (value, code)
+    return DoseTiming(frequency, period, unit, count, bounds)

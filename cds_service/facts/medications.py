@@ -320,6 +320,7 @@ def read_medication(
     per_dose: dict[str, float] = {}
     daily: dict[str, list[tuple[Any, float]]] = {}
     course = None
+    timings = []
     dosages = resource.get("dosageInstruction")
     if isinstance(dosages, dict):
         dosages = [dosages]
@@ -336,6 +337,7 @@ def read_medication(
         amounts = _per_dose(dose, ingredients, strengths, texts)
         per_day = dosing.administrations_per_day(dosage)
         course = course or dosing.course_days(dosage)
+        timings.append(dosing.plain_timing(dosage))
         for family, amount in amounts.items():
             per_dose[family] = max(per_dose.get(family, 0.0), amount)
             if per_day is not None and not dosing.single_administration(dosage):
@@ -361,6 +363,7 @@ def read_medication(
         vitamin_k_ug_per_day=dosing.combine_daily(daily.get("k", [])),
         course_days=course,
         authored=parse_instant(resource.get("authoredOn") or resource.get("dateWritten")),
+        timing=timings[0] if len(timings) == 1 else None,
         started=started,
         ended=ended,
     )

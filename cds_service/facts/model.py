@@ -118,6 +118,21 @@ class IngredientAmount:
 
 
 @dataclass(frozen=True)
+class DoseTiming:
+    """The structured schedule of one dosage (timing.repeat), kept to copy it exactly.
+
+    `frequency` administrations every `period` `period_unit` (UCUM: h, d, wk, mo, a); `count`
+    doses in all, or a course `bounds` (value, unit). Only a plain, fully stated repeat is kept.
+    """
+
+    frequency: int
+    period: float
+    period_unit: str
+    count: int | None = None
+    bounds: tuple[float, str] | None = None
+
+
+@dataclass(frozen=True)
 class Medication:
     """One medication use (order, statement or draft) with what the service recognised."""
 
@@ -138,6 +153,8 @@ class Medication:
     vitamin_k_ug_per_day: float | None = None
     course_days: float | None = None  # boundsDuration / count-limited course length
     authored: datetime | None = None
+    # The schedule when the order has exactly one dosage with a plain timing.repeat (else None).
+    timing: DoseTiming | None = None
     # When the use started and ended, as far as the resource says (for the history picture):
     # statements: effectivePeriod / effectiveDateTime; orders: boundsPeriod, else authoredOn
     # and course length. None = not stated.

@@ -8,10 +8,22 @@ from __future__ import annotations
 
 from ..facts.model import Facts
 from ..guideline import Guideline
-from . import empiric, monitoring, osteoporosis, prevention, vitamin_d_status
+from . import (
+    calcium,
+    dosing,
+    empiric,
+    monitoring,
+    osteoporosis,
+    prevention,
+    vitamin_d_status,
+    vka_vitamin_k,
+)
 from .findings import Finding
 
 RULES = (
+    vka_vitamin_k.evaluate,  # prescribing safety first: interactions, ceilings, calcium
+    dosing.evaluate,
+    calcium.evaluate,
     vitamin_d_status.evaluate,
     monitoring.evaluate,
     osteoporosis.evaluate,

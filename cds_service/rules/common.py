@@ -12,7 +12,7 @@ from ..facts.model import (
     Medication,
     VitaminDLevel,
 )
-from ..guideline import Guideline, Regimen
+from ..guideline import Guideline, Regimen, Schedule
 
 LOWER = frozenset({"<", "<="})
 UPPER = frozenset({">", ">="})
@@ -133,3 +133,42 @@ def product_names(meds: Iterable[Medication]) -> list[dict]:
         }
         for m in meds
     ]
+
+
+def same_schedule(med: Medication, key: str) -> Schedule | None:
+    """Plain cholecalciferol at `med`'s vitamin D dose and schedule, when both are known."""
+    timing = med.timing
+    dose = med.vitamin_d_iu_per_dose
+    if timing is None or dose is None or dose <= 0 or abs(dose - round(dose)) > 1e-6:
+        return None
+    weeks = None
+    duration = None
+    if timing.bounds is not None:
+        value, unit = timing.bounds
+        if unit == "wk" and float(value).is_integer():
+            weeks = int(value)
+        else:
+            duration = (int(value) if float(value).is_integer() else value, unit)
+    period = timing.period
+    return Schedule(
+        dose_iu=int(round(dose)),
+        every=timing.period_unit,
+        weeks=weeks,
+        key=key,
+        frequency=timing.frequency,
+        period=int(period) if float(period).is_integer() else period,
+        count=timing.count,
+        duration=duration,
+    )
+
+
+def unique(meds: Iterable[Medication]) -> list[Medication]:
+    """Each order once: a later entry with the same id (a draft re-signing an order on file, a
+    resource sent twice) replaces the earlier one. Statements and orders never share a key."""
+    out: dict[object, Medication] = {}
+    for n, med in enumerate(meds):
+        kind = "statement" if med.resource_type == "MedicationStatement" else "order"
+        key = (kind, med.id) if med.id is not None else n
+        out.pop(key, None)
+        out[key] = med
+    return list(out.values())

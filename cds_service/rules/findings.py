@@ -24,10 +24,15 @@ class MedicationOrder:
 
 @dataclass(frozen=True)
 class LabOrder:
-    """A laboratory test to order; `lab` is a key of knowledge/orderables.json `labs`."""
+    """A laboratory test to order; `lab` is a key of knowledge/orderables.json `labs`.
+
+    Due on or after `due_in_days`; with `within_days`, due between today and that many days on
+    (an INR check "within a week").
+    """
 
     lab: str
     due_in_days: int
+    within_days: int | None = None
 
 
 @dataclass(frozen=True)
