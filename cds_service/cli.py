@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import click
 
+from . import logs
 from .config import ConfigError, Settings
 from .logs import configure_logging
 
@@ -28,24 +31,85 @@ def main() -> None:
 
 
 @main.command()
-@click.option(
-    "--host", default=lambda: os.environ.get("HOST", "127.0.0.1"), show_default="$HOST or 127.0.0.1"
-)
-@click.option(
-    "--port",
-    type=int,
-    default=lambda: int(os.environ.get("PORT", "8080")),
-    show_default="$PORT or 8080",
-)
-@click.option(
-    "--workers",
-    type=int,
-    default=lambda: int(os.environ.get("WEB_CONCURRENCY", "2")),
-    show_default="$WEB_CONCURRENCY or 2",
-)
-@click.option("--threads", type=int, default=4, show_default=True, help="Threads per worker.")
-def serve(host: str, port: int, workers: int, threads: int) -> None:
-    """Serve under gunicorn (several workers), after migrating the store once."""
+@click.option("--host", help="Address to listen on.  [default: $HOST or 127.0.0.1]")
+@click.option("--port", type=int, help="Port.  [default: $PORT or 8080]")
+@click.option("--workers", type=int, help="Worker processes.  [default: $WEB_CONCURRENCY or 2]")
+@click.option("--threads", type=int, help="Threads per worker.  [default: $WEB_THREADS or 4]")
+@click.option("--reload", is_flag=True, help="Restart workers when the code changes (development).")
+def serve(
+    host: str | None, port: int | None, workers: int | None, threads: int | None, reload: bool
+) -> None:
+    """Serve under gunicorn (several workers), after migrating the store once.
+
+    SIGTERM (or Ctrl-C) stops gracefully: no new connections, calls in flight are answered
+    (up to $CDS_GRACEFUL_TIMEOUT_S), then the process exits 0.
+    """
+    settings = _settings()
+    options = settings.with_overrides(
+        host=host or settings.host,
+        port=settings.port if port is None else port,
+        workers=workers or settings.workers,
+        threads=threads or settings.threads,
+    )
+    # prometheus-client picks its multiprocess mode when it is first imported, from the
+    # environment: set it up before anything imports it, so the forked workers inherit it.
+    metrics_dir, owned = _metrics_dir(settings.metrics_multiproc_dir)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        _run_gunicorn(options.with_overrides(metrics_multiproc_dir=metrics_dir), reload)
+    finally:
+        if owned:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+
+
+def _metrics_dir(configured: str | None) -> tuple[str, bool]:
+    """The multiprocess metrics directory, emptied of a previous run's files; owned if made here."""
+    if not configured:
+        return tempfile.mkdtemp(prefix="vitd-cds-metrics-"), True
+    path = Path(configured)
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink()
+    return str(path), False
+
+
+def gunicorn_options(settings: Settings, reload: bool) -> dict[str, Any]:
+    """The gunicorn settings `serve` runs with."""
+    from prometheus_client import multiprocess
+
+    metrics_dir = settings.metrics_multiproc_dir
+
+    def child_exit(_server: Any, worker: Any) -> None:
+        multiprocess.mark_process_dead(worker.pid, metrics_dir)
+
+    def post_worker_init(_worker: Any) -> None:
+        logs.start_background_writer()
+
+    def worker_exit(_server: Any, worker: Any) -> None:
+        app = getattr(worker, "wsgi", None)
+        if app is not None:  # write the issued-card records still queued
+            app.extensions["vitd.runtime"].store.flush_and_stop()
+        logs.stop_background_writer()
+
+    return {
+        "bind": f"{settings.host}:{settings.port}",
+        "workers": settings.workers,
+        "threads": settings.threads,
+        "worker_class": "cds_service.gunicorn_worker.GracefulThreadWorker",
+        "graceful_timeout": max(1, round(settings.graceful_timeout_s)),
+        "timeout": 30,
+        "keepalive": 5,
+        "reload": reload,
+        "accesslog": None,  # the app logs each request itself, without paths or bodies
+        "child_exit": child_exit,
+        # Each worker writes its log lines from one background thread (see logs.py).
+        "post_worker_init": post_worker_init,
+        "worker_exit": worker_exit,
+    }
+
+
+def _run_gunicorn(settings: Settings, reload: bool) -> None:
     from gunicorn.app.base import BaseApplication
 
     from . import create_app
@@ -53,21 +117,26 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
     from .store import Store
 
     configure_logging()
-    settings = _settings()
-    check_bind(host, settings)
+    check_bind(settings.host, settings)
+    if not settings.auth_disabled and settings.trusted_issuers_file:
+        from .auth import load_issuers
+
+        try:  # in the master, so a bad file stops the start with its message
+            load_issuers(settings.trusted_issuers_file)
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from None
     store = Store(settings.database_url)
     store.migrate()  # once, in the master, so workers never race on the schema
     store.dispose()
-    worker_settings = settings.with_overrides(migrate_on_start=False)
+    worker_settings = settings.with_overrides(
+        migrate_on_start=False, record_cards_in_background=True
+    )
+    options = gunicorn_options(settings, reload)
 
     class _Server(BaseApplication):
         def load_config(self) -> None:
-            self.cfg.set("bind", f"{host}:{port}")
-            self.cfg.set("workers", workers)
-            self.cfg.set("threads", threads)
-            self.cfg.set("worker_class", "gthread")
-            self.cfg.set("graceful_timeout", 20)
-            self.cfg.set("accesslog", None)
+            for name, value in options.items():
+                self.cfg.set(name, value)
 
         def load(self):
             return create_app(worker_settings)

@@ -75,6 +75,43 @@ def _smart(env: Mapping[str, str], public_base_url: str | None) -> dict:
         raise ConfigError("CDS_SECRET_KEY must be at least 32 characters")
     return {"smart_client_id": client_id, "smart_allowed_issuers": issuers, "secret_key": secret}
 
+def _url(env: Mapping[str, str], name: str) -> str | None:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+        raise ConfigError(f"{name} must be an http(s) URL without a query, not {raw!r}")
+    return raw.rstrip("/")
+
+
+def _prefixes(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Comma- or space-separated http(s) URL prefixes, each with a host."""
+    out = []
+    for item in (env.get(name) or "").replace(",", " ").split():
+        parts = urlsplit(item)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"{name} entries must be http(s) URL prefixes, not {item!r}")
+        if parts.username or parts.password or parts.query or parts.fragment:
+            raise ConfigError(f"{name} entries hold no credentials, query or fragment: {item!r}")
+        out.append(item)
+    return tuple(out)
+
+
+def _redis_url(env: Mapping[str, str]) -> str | None:
+    raw = (env.get("REDIS_URL") or "").strip()
+    if raw and urlsplit(raw).scheme not in ("redis", "rediss", "unix"):
+        # not echoed: it may hold a password
+        raise ConfigError("REDIS_URL must be a redis://, rediss:// or unix:// URL")
+    return raw or None
+
+
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _number(env, name, default, minimum=0)
+    if value != int(value) or value > 65535:
+        raise ConfigError(f"{name} must be a TCP port (0-65535), not {env.get(name)!r}")
+    return int(value)
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -96,6 +133,22 @@ class Settings:
     smart_client_id: str | None = None
     smart_allowed_issuers: tuple[str, ...] = ()
     secret_key: str | None = None  # signs the session cookie and encrypts session data
+    # prometheus-client's multiprocess directory (gunicorn workers); None: in-process metrics.
+    metrics_multiproc_dir: str | None = None
+    # `cds-service serve` (gunicorn); sane for 2 cores: 2 processes x 4 threads.
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 2
+    threads: int = 4
+    graceful_timeout_s: float = 20.0
+    # `cds-service serve` switches this on in its workers (not an environment setting):
+    # issued-card records are written in batches by a background thread (store.py).
+    record_cards_in_background: bool = False
+    redis_url: str | None = None  # JWT replay store shared by workers; the database if unset
+    fhir_allowlist: tuple[str, ...] = ()  # fhirServer URL prefixes; () = the default guard
+    max_json_depth: int = 64
+    max_draft_orders: int = 100
+    max_prefetch_entries: int = 5000
     # Tests switch this on: every response is checked against the CDS Hooks response schema.
     validate_responses: bool = False
 
@@ -116,13 +169,13 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         return cls(
-            **_smart(env, env.get("CDS_PUBLIC_BASE_URL") or None),
+            **_smart(env, _url(env, "CDS_PUBLIC_BASE_URL")),
             database_url=env.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
             migrate_on_start=_flag(env, "CDS_DB_MIGRATE", True),
             auth_disabled=_flag(env, "CDS_AUTH_DISABLED", False),
             allow_insecure_bind=_flag(env, "CDS_ALLOW_INSECURE_BIND", False),
             trusted_issuers_file=env.get("CDS_TRUSTED_ISSUERS_FILE") or None,
-            public_base_url=env.get("CDS_PUBLIC_BASE_URL") or None,
+            public_base_url=_url(env, "CDS_PUBLIC_BASE_URL"),
             max_body_bytes=int(_number(env, "CDS_MAX_BODY_BYTES", 5 * 1024 * 1024, minimum=1024)),
             fhir_budget_s=_number(env, "CDS_FHIR_BUDGET_S", 3.0, minimum=0.05),
             fhir_connect_timeout_s=_number(env, "CDS_FHIR_CONNECT_TIMEOUT_S", 1.0, minimum=0.01),
@@ -133,6 +186,17 @@ class Settings:
             fhir_max_workers=int(_number(env, "CDS_FHIR_MAX_WORKERS", 8, minimum=1)),
             cors_origin=env.get("CDS_CORS_ORIGIN") or "*",
             guideline_profile=env.get("CDS_GUIDELINE_PROFILE") or "default",
+            metrics_multiproc_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
+            host=env.get("HOST") or "127.0.0.1",
+            port=_port(env, "PORT", 8080),
+            workers=int(_number(env, "WEB_CONCURRENCY", 2, minimum=1)),
+            threads=int(_number(env, "WEB_THREADS", 4, minimum=1)),
+            graceful_timeout_s=_number(env, "CDS_GRACEFUL_TIMEOUT_S", 20.0, minimum=1),
+            redis_url=_redis_url(env),
+            fhir_allowlist=_prefixes(env, "CDS_FHIR_ALLOWLIST"),
+            max_json_depth=int(_number(env, "CDS_MAX_JSON_DEPTH", 64, minimum=8)),
+            max_draft_orders=int(_number(env, "CDS_MAX_DRAFT_ORDERS", 100, minimum=1)),
+            max_prefetch_entries=int(_number(env, "CDS_MAX_PREFETCH_ENTRIES", 5000, minimum=1)),
         )
 
     def with_overrides(self, **changes: object) -> Settings:

@@ -10,10 +10,10 @@ from datetime import datetime
 from typing import Any
 
 from . import cards, rules
-from .errors import PreconditionFailed
+from .errors import BadRequest, PreconditionFailed
 from .facts import Facts, build_facts
 from .fhir_client import FhirClient
-from .gather import DataUnavailable, GatherSettings, gather
+from .gather import DataUnavailable, GatherSettings, ServerRefused, gather
 from .guideline import Guideline
 from .registry import ServiceSpec
 from .store import Store
@@ -46,14 +46,22 @@ def cards_for(facts: Facts, guideline: Guideline, patient_id: str) -> list[dict[
     ]
 
 
-def respond(spec: ServiceSpec, request: dict[str, Any], runtime: Runtime, now: datetime) -> Outcome:
+def respond(
+    spec: ServiceSpec,
+    request: dict[str, Any],
+    runtime: Runtime,
+    now: datetime,
+    tenant: str | None = None,
+) -> Outcome:
     try:
         gathered = gather(request, spec.prefetch, runtime.gather_settings, runtime.fhir)
+    except ServerRefused as exc:
+        raise BadRequest("fhirServer refused", [exc.reason]) from None
     except DataUnavailable as exc:
         raise PreconditionFailed(
             details=[f"{key}: {reason}" for key, reason in sorted(exc.missing.items())]
         ) from None
-    facts = build_facts(request, gathered, service_id=spec.id, now=now)
+    facts = build_facts(request, gathered, service_id=spec.id, now=now, tenant=tenant)
     issued = [
         cards.with_history_link(card, runtime.history_link)
         for card in cards_for(facts, runtime.guideline, request["context"]["patientId"])

@@ -1,10 +1,11 @@
 """Outbound FHIR calls: one pooled HTTP session and one thread pool per app.
 
 Everything that leaves the service for a FHIR server goes through `FhirClient.get_json`, and
-every URL passes `check_url` first: that is the single place where a later SSRF guard
-(`CDS_FHIR_ALLOWLIST`, private ranges) plugs in. Failures are `FetchError`s carrying a short,
-fixed reason; the exception texts of `requests` are never logged or passed on, because they
-hold URLs with patient ids.
+every URL passes `check_url` first: the SSRF guard (`ssrf.UrlPolicy`: `CDS_FHIR_ALLOWLIST`,
+private ranges on resolved addresses). The session's connections check the addresses again when
+they connect and connect only to an address that passed; redirects are never followed.
+Failures are `FetchError`s carrying a short, fixed reason; the exception texts of `requests`
+are never logged or passed on, because they hold URLs with patient ids.
 """
 
 from __future__ import annotations
@@ -20,6 +21,12 @@ from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+
+from .limits import LimitExceeded, check_depth
+from .ssrf import Refused, UrlPolicy
 
 if TYPE_CHECKING:
     from cds_service.gather import GatherSettings
@@ -45,11 +52,11 @@ class FetchError(Exception):
         self.reason = reason
 
 
-def check_url(url: str) -> None:
-    """Refuse a URL before any request is sent to it.
+def check_url(url: str, policy: UrlPolicy | None = None) -> None:
+    """Refuse a URL before any request is sent to it (`FetchError` with the guard's reason).
 
-    Today only http/https with a host are allowed. This is deliberately the one choke point
-    for outbound URLs (first queries and `next` links alike) so the SSRF guard can live here.
+    The one choke point for outbound URLs (fhirServer, first queries and `next` links alike):
+    http/https with a host, then `policy` (default: `UrlPolicy()`, no allowlist).
     """
     try:
         parts = urlsplit(url)
@@ -57,6 +64,69 @@ def check_url(url: str) -> None:
         raise FetchError("URL not allowed") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise FetchError("URL not allowed")
+    try:
+        (policy or UrlPolicy()).check(url)
+    except Refused as refused:
+        raise FetchError(refused.reason) from None
+
+
+class _AddressRefused(Exception):
+    """Raised inside a connection attempt; deliberately not an OSError, so neither urllib3
+    nor requests retries or rewraps it, and `get_json` sees the reason."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _guarded(connection_cls: type[HTTPConnection], scheme: str, policy: UrlPolicy) -> type:
+    """`connection_cls` connecting only to addresses `policy` allows, resolved at connect time.
+
+    TLS still verifies against (and sends SNI for) the host name: only the socket's target
+    address is pinned to the checked one.
+    """
+
+    class Guarded(connection_cls):  # type: ignore[valid-type, misc]
+        def _new_conn(self):  # type: ignore[no-untyped-def]
+            try:
+                addresses = policy.connect_addresses(scheme, self.host, self.port)
+            except Refused as refused:
+                raise _AddressRefused(refused.reason) from None
+            name, last = self._dns_host, None
+            try:
+                for address in addresses:
+                    self._dns_host = str(address)
+                    try:
+                        return super()._new_conn()
+                    except (NewConnectionError, ConnectTimeoutError) as error:
+                        last = error
+            finally:
+                self._dns_host = name
+            assert last is not None
+            raise last
+
+    Guarded.__name__ = f"Guarded{connection_cls.__name__}"
+    return Guarded
+
+
+class _GuardedAdapter(HTTPAdapter):
+    def __init__(self, policy: UrlPolicy, **kwargs: Any) -> None:
+        self._policy = policy  # before super().__init__, which builds the pool manager
+        super().__init__(**kwargs)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        http = type(
+            "GuardedHTTPPool",
+            (HTTPConnectionPool,),
+            {"ConnectionCls": _guarded(HTTPConnection, "http", self._policy)},
+        )
+        https = type(
+            "GuardedHTTPSPool",
+            (HTTPSConnectionPool,),
+            {"ConnectionCls": _guarded(HTTPSConnection, "https", self._policy)},
+        )
+        self.poolmanager.pool_classes_by_scheme = {"http": http, "https": https}
 
 
 def server_prefix(base_url: str) -> str:
@@ -91,14 +161,24 @@ class FhirClient:
     `fhirAuthorization` must carry no credentials at all.
     """
 
-    def __init__(self, max_workers: int = 8) -> None:
+    def __init__(
+        self,
+        max_workers: int = 8,
+        policy: UrlPolicy | None = None,
+        *,
+        observe: Callable[[float, str | None], None] | None = None,
+    ) -> None:
+        self.policy = policy or UrlPolicy()
+        # `observe(seconds, error reason or None)` is told about every GET (metrics).
+        self._observe = observe
         # Patient ids travel in our URLs, so urllib3's DEBUG request lines must never reach a
         # handler, whatever level the app logs at. (addFilter is idempotent.)
         _URLLIB3_LOGGER.addFilter(_warning_or_worse)
         self._session = requests.Session()
         self._session.trust_env = False
         self._session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
-        adapter = HTTPAdapter(pool_maxsize=max_workers)  # one connection per worker and host
+        # one connection per worker and host; every connection passes the SSRF guard
+        adapter = _GuardedAdapter(self.policy, pool_maxsize=max_workers)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="fhir")
@@ -152,12 +232,27 @@ class FhirClient:
     def get_json(
         self, url: str, *, token: str | None, deadline: float, settings: GatherSettings
     ) -> Any:
+        """`_get_json`, timed and reported to `observe` (latency and failure reason)."""
+        if self._observe is None:
+            return self._get_json(url, token=token, deadline=deadline, settings=settings)
+        started = time.perf_counter()
+        try:
+            body = self._get_json(url, token=token, deadline=deadline, settings=settings)
+        except FetchError as error:
+            self._observe(time.perf_counter() - started, error.reason)
+            raise
+        self._observe(time.perf_counter() - started, None)
+        return body
+
+    def _get_json(
+        self, url: str, *, token: str | None, deadline: float, settings: GatherSettings
+    ) -> Any:
         """One GET of FHIR JSON within the deadline and the size cap; no redirects followed.
 
         The read timeout is the time left until `deadline`; the deadline is checked again
         between chunks so a slow drip cannot outlive it by much.
         """
-        check_url(url)
+        check_url(url, self.policy)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise FetchError("timeout")
@@ -174,12 +269,23 @@ class FhirClient:
             ) as response:
                 _check_status(response.status_code)
                 raw = _read_capped(response, settings.max_response_bytes, deadline)
+        except _AddressRefused as refused:
+            raise FetchError(refused.reason) from None
         except requests.RequestException as error:
             raise FetchError(_request_failure(error, deadline)) from None
         try:
-            return json.loads(raw)
+            body = json.loads(raw)
         except (ValueError, RecursionError):
             raise FetchError("invalid JSON") from None
+        try:
+            check_depth(body, settings.max_json_depth)
+        except LimitExceeded:
+            raise FetchError("nested too deeply") from None
+        return body
+
+    def check_server(self, base_url: str) -> None:
+        """`check_url` for a caller's fhirServer (gather runs it before any query)."""
+        check_url(server_prefix(base_url), self.policy)
 
 
 def _check_status(status: int) -> None:

@@ -47,6 +47,7 @@ class GatherSettings:
     max_pages: int = 10  # pages per key, the first (or the prefetched one) included
     max_response_bytes: int = 10 * 1024 * 1024  # per response, streamed
     max_workers: int = 8  # sizes FhirClient's pool; read when the client is built
+    max_json_depth: int = 64  # deeper FHIR responses are refused (limits.check_depth)
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,14 @@ class Gathered:
     resources: dict[str, list[dict]]  # key -> resources; Bundles flattened, outcomes dropped
     fetched: tuple[str, ...]  # keys for which the FHIR server was queried (incl. next pages)
     skipped: int  # prefetch values and Bundle entries that were not readable objects
+
+
+class ServerRefused(Exception):
+    """The caller's fhirServer fails the SSRF guard; `reason` names why (the API's 400)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class DataUnavailable(Exception):
@@ -261,6 +270,19 @@ def _fetch_key(
     return _read_server_bodies(bodies)
 
 
+def _check_server(client: FhirClient, fhir_server: str, deadline: float) -> None:
+    """The SSRF guard on fhirServer, before any connection; bounded by the budget because it
+    resolves the host name."""
+    check = client.submit(client.check_server, fhir_server)
+    try:
+        check.result(timeout=max(0.0, deadline - time.monotonic()))
+    except FetchError as error:
+        raise ServerRefused(error.reason) from None
+    except TimeoutError:
+        check.cancel()
+        raise DataUnavailable({"fhirServer": "name resolution timeout"}) from None
+
+
 def gather(
     request: dict,
     keys: Sequence[PrefetchKey],
@@ -283,6 +305,9 @@ def gather(
     fhir_server = request.get("fhirServer")
     if to_fetch and not (isinstance(fhir_server, str) and fhir_server.strip()):
         raise DataUnavailable({spec.key: "no fhirServer" for spec in to_fetch})
+
+    if to_fetch:
+        _check_server(client, fhir_server, deadline)
 
     token = _access_token(request)
     futures: dict[str, Future[tuple[list[dict], int]]] = {}

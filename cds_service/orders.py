@@ -8,13 +8,13 @@ ServiceRequest coded in LOINC with its due date. Codes come from knowledge/order
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
 from fhir.resources.R4B.medicationrequest import MedicationRequest
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
+from . import ids
 from .guideline import Schedule
 from .knowledge import load
 from .rules.findings import LabOrder, MedicationOrder
@@ -67,7 +67,7 @@ def _course(schedule: Schedule) -> str:
         word = _UNIT_WORDS[unit] + ("" if value == 1 else "s")
         return f" for {_num(value)} {word}"
     if schedule.count is not None:
-        return " (1 dose)" if schedule.count == 1 else f" ({schedule.count} doses)"
+        return f" ({schedule.count} doses)"
     return ""
 
 
@@ -102,12 +102,15 @@ def medication_request(order: MedicationOrder, patient_id: str, now: datetime) -
         start = now + timedelta(weeks=order.starts_after_weeks)
     if start is not None and schedule.weeks is not None:
         raise InvalidResource("a delayed course is not supported")
-    text = f"{schedule.dose_iu:,} IU by mouth {describe(schedule)}{_course(schedule)}"
+    if schedule.count == 1:
+        text = f"{schedule.dose_iu:,} IU by mouth as a single dose"
+    else:
+        text = f"{schedule.dose_iu:,} IU by mouth {describe(schedule)}{_course(schedule)}"
     if start is not None and schedule.weeks is None and schedule.duration is None:
         text += f", starting {start.date().isoformat()}"
     resource = {
         "resourceType": "MedicationRequest",
-        "id": str(uuid.uuid4()),
+        "id": str(ids.uuid4()),
         "status": "draft",
         "intent": "order",
         "medicationCodeableConcept": {
@@ -147,7 +150,7 @@ def service_request(order: LabOrder, patient_id: str, now: datetime) -> dict[str
     lab = _knowledge()["labs"][order.lab]
     resource: dict[str, Any] = {
         "resourceType": "ServiceRequest",
-        "id": str(uuid.uuid4()),
+        "id": str(ids.uuid4()),
         "status": "draft",
         "intent": "order",
         "code": {

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from importlib import resources
@@ -50,6 +52,17 @@ feedback = sa.Table(
     sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+# JWT ids already accepted (auth.py): one row per (issuer, jti) digest until the token expires.
+# The primary key makes "first one wins" atomic across every worker sharing the database.
+jwt_replay = sa.Table(
+    "jwt_replay",
+    metadata,
+    sa.Column("token_digest", sa.String(64), primary_key=True),
+    sa.Column("expires_at", sa.BigInteger, nullable=False, index=True),
+)
+
+PURGE_EVERY = 256  # accepted tokens between two deletions of expired replay rows
+
 
 def normalise_url(url: str) -> str:
     """Use psycopg 3 for PostgreSQL whatever scheme spelling the environment gives."""
@@ -75,6 +88,8 @@ class Store:
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 15}
         self.engine = sa.create_engine(url, **kwargs)
+        self._accepted = 0
+        self._recorder: _CardRecorder | None = None
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
 
@@ -117,14 +132,47 @@ class Store:
             }
             for card in cards
         ]
+        if self._recorder is not None:
+            self._recorder.put(rows)
+        else:
+            self.write_card_rows(rows)
+
+    def write_card_rows(self, rows: Sequence[Mapping[str, Any]]) -> None:
         if rows:
             with self.engine.begin() as connection:
                 connection.execute(self._insert(issued_card).on_conflict_do_nothing(), rows)
+
+    def record_in_background(self, *, interval_s: float = 0.2) -> None:
+        """From now on `record_cards` only queues; one thread writes the queue in batches.
+
+        Under load a commit per call (an fsync, and the wait for the GIL after it) was the
+        largest cost of a call with cards. Issued-card records are analytics: a call never
+        waits for them. Start it in the process that serves (after a fork), stop it with
+        `flush_and_stop` at exit; at most `interval_s` of records is lost if the process dies.
+        """
+        if self._recorder is None:
+            self._recorder = _CardRecorder(self, interval_s)
+
+    def flush_and_stop(self) -> None:
+        """Write what is queued and stop the background writer (no-op without one)."""
+        recorder, self._recorder = self._recorder, None
+        if recorder is not None:
+            recorder.stop()
 
     def save_feedback(
         self, service_id: str, items: Sequence[Mapping], *, received_at: datetime
     ) -> int:
         """Store a batch in one transaction; an item already stored is skipped. Returns new rows."""
+        return len(self.save_feedback_outcomes(service_id, items, received_at=received_at))
+
+    def save_feedback_outcomes(
+        self, service_id: str, items: Sequence[Mapping], *, received_at: datetime
+    ) -> list[tuple[str | None, str]]:
+        """`save_feedback`, returning (topic of the card or None, outcome) per newly stored item.
+
+        The topic comes from `issued_card` (cards this store recorded), read in the same
+        transaction; feedback on a card issued elsewhere has None.
+        """
         rows: dict[str, dict[str, Any]] = {}
         for item in items:
             reason = (item.get("overrideReason") or {}).get("reason") or {}
@@ -141,7 +189,7 @@ class Store:
                 "outcome_timestamp": item["outcomeTimestamp"],
                 "received_at": received_at,
             }
-        stored = 0
+        new: list[dict[str, Any]] = []
         with self.engine.begin() as connection:
             statement = (
                 self._insert(feedback)
@@ -149,8 +197,42 @@ class Store:
                 .returning(feedback.c.id)
             )
             for row in rows.values():  # one by one: a returned id means the row is new
-                stored += len(connection.execute(statement, row).all())
-        return stored
+                if connection.execute(statement, row).all():
+                    new.append(row)
+            uuids = sorted({row["card_uuid"] for row in new})
+            topics: dict[str, str | None] = {}
+            if uuids:
+                query = sa.select(issued_card.c.card_uuid, issued_card.c.topic).where(
+                    issued_card.c.card_uuid.in_(uuids)
+                )
+                topics = {uuid: topic for uuid, topic in connection.execute(query)}
+        return [(topics.get(row["card_uuid"]), row["outcome"]) for row in new]
+
+    def remember_token(self, digest: str, expires_at: float) -> bool:
+        """Record an accepted JWT id until `expires_at` (epoch s); False if already recorded."""
+        statement = (
+            self._insert(jwt_replay)
+            .on_conflict_do_nothing(index_elements=["token_digest"])
+            .returning(jwt_replay.c.token_digest)
+        )
+        with self.engine.begin() as connection:
+            new = bool(
+                connection.execute(
+                    statement, {"token_digest": digest, "expires_at": int(expires_at) + 1}
+                ).all()
+            )
+        self._accepted += 1
+        if self._accepted % PURGE_EVERY == 0:
+            self.purge_tokens(time.time())
+        return new
+
+    def purge_tokens(self, now: float) -> int:
+        """Forget token ids whose tokens have expired (they can no longer be replayed)."""
+        with self.engine.begin() as connection:
+            result = connection.execute(
+                sa.delete(jwt_replay).where(jwt_replay.c.expires_at < int(now))
+            )
+        return result.rowcount
 
     def feedback_for_card(self, card_uuid: str) -> list[dict[str, Any]]:
         """Feedback rows for a card, each with the topic of the card when it was issued here."""
@@ -170,7 +252,53 @@ class Store:
         return rows
 
     def dispose(self) -> None:
+        self.flush_and_stop()
         self.engine.dispose()
+
+
+class _CardRecorder:
+    """A queue of issued-card rows and the one thread that writes them, a batch at a time."""
+
+    MAX_QUEUED = 50_000  # rows; beyond that new rows are dropped (and counted in the log)
+
+    def __init__(self, store: Store, interval_s: float) -> None:
+        self._store = store
+        self._interval_s = interval_s
+        self._rows: list[Mapping[str, Any]] = []
+        self._dropped = 0
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="card-recorder", daemon=True)
+        self._thread.start()
+
+    def put(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        with self._lock:
+            if len(self._rows) + len(rows) > self.MAX_QUEUED:
+                self._dropped += len(rows)
+                return
+            self._rows.extend(rows)
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self._interval_s):
+            self._write()
+        self._write()
+
+    def _write(self) -> None:
+        with self._lock:
+            rows, self._rows = self._rows, []
+            dropped, self._dropped = self._dropped, 0
+        if dropped:
+            log.warning("issued-card records dropped: queue full", extra={"dropped": dropped})
+        if not rows:
+            return
+        try:
+            self._store.write_card_rows(rows)
+        except Exception:  # analytics must never switch decision support off
+            log.exception("could not record issued cards", extra={"lost": len(rows)})
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join()
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import prometheus_client  # noqa: F401 - before any test sets PROMETHEUS_MULTIPROC_DIR: in-process metrics
 import pytest
 
 from cds_service import Settings, create_app
@@ -51,3 +52,37 @@ def app(make_app, settings):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+# --- authenticated apps (JWT on): keys are generated at run time -------------------------
+
+
+@pytest.fixture
+def trusted_signers():
+    """The keys the default trusted issuer signs with (ES384 and RS384 are the spec's)."""
+    from .jwt_helpers import signer
+
+    return [signer(alg) for alg in ("ES384", "RS384", "ES256", "RS256", "PS256", "PS384")]
+
+
+@pytest.fixture
+def auth_settings(settings, tmp_path, trusted_signers) -> Settings:
+    """JWT required; one trusted issuer with an inline JWK Set; public base URL behind a proxy."""
+    from .jwt_helpers import ISS, PUBLIC_BASE, jwks, write_issuers
+
+    path = write_issuers(
+        tmp_path / "issuers.json", [{"iss": ISS, "jwks": jwks(*trusted_signers)}]
+    )
+    return settings.with_overrides(
+        auth_disabled=False, trusted_issuers_file=path, public_base_url=PUBLIC_BASE
+    )
+
+
+@pytest.fixture
+def auth_app(make_app, auth_settings):
+    return make_app(auth_settings)
+
+
+@pytest.fixture
+def auth_client(auth_app):
+    return auth_app.test_client()

@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +14,7 @@ from werkzeug.serving import make_server
 from cds_service.cli import main
 
 from .builders import hook_request, null_prefetch
+from .server_process import ServerProcess
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "fixtures" / "requests" / "patient-view-null-prefetch.json"
@@ -95,51 +91,19 @@ def test_serve_rejects_bad_configuration(cli_env, monkeypatch):
     assert result.exit_code != 0 and "CDS_FHIR_BUDGET_S" in result.output
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_serve_runs_gunicorn_workers_and_answers(tmp_path):
-    port = _free_port()
-    env = {
-        **os.environ,
-        "CDS_AUTH_DISABLED": "1",
-        "DATABASE_URL": f"sqlite:///{tmp_path / 's.sqlite3'}",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cds_service.cli", "serve", "--port", str(port), "--workers", "2"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                reply = requests.get(f"http://127.0.0.1:{port}/cds-services", timeout=1)
-                break
-            # Gunicorn listens before its workers have built the app: a read timeout is
-            # "not ready yet" as much as a refused connection is.
-            except (requests.ConnectionError, requests.Timeout):
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    pytest.fail(
-                        "server did not start:\n"
-                        + (proc.stdout.read() if proc.poll() is not None else "")
-                    )
-                time.sleep(0.2)
+    env = {"CDS_AUTH_DISABLED": "1", "DATABASE_URL": f"sqlite:///{tmp_path / 's.sqlite3'}"}
+    with ServerProcess(env=env, workers=2) as server:
+        base = server.base_url
+        reply = requests.get(f"{base}/cds-services", timeout=5)
         assert len(reply.json()["services"]) == 3
         call = requests.post(
-            f"http://127.0.0.1:{port}/cds-services/vitamin-d-patient-view",
+            f"{base}/cds-services/vitamin-d-patient-view",
             json=json.loads(EXAMPLE.read_text()),
             timeout=5,
         )
         assert call.status_code == 200 and call.json() == {"cards": []}
-        assert requests.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
-    finally:
-        proc.terminate()
-        output, _ = proc.communicate(timeout=30)
-    assert "AUTHENTICATION IS DISABLED" in output
-    assert proc.returncode == 0, output
+        assert requests.get(f"{base}/readyz", timeout=2).status_code == 200
+        assert len(server.worker_pids()) == 2
+    assert "AUTHENTICATION IS DISABLED" in server.output
+    assert server.returncode == 0, server.output

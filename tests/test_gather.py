@@ -5,6 +5,7 @@ The FHIR server is the loopback stub in fhir_stub.py; nothing leaves 127.0.0.1.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import socket
@@ -15,11 +16,13 @@ from typing import Any
 
 import pytest
 
+from cds_service import ssrf
 from cds_service.fhir_client import FetchError, FhirClient, check_url, next_link
 from cds_service.gather import (
     DataUnavailable,
     GatherSettings,
     PrefetchKey,
+    ServerRefused,
     gather,
     render_template,
 )
@@ -620,23 +623,21 @@ def test_request_level_failures(stub, fhir, keys, token, reason, sent) -> None:
 
 
 @pytest.mark.parametrize(
-    ("server", "reason"),
-    [
-        ("ftp://127.0.0.1/fhir", "URL not allowed"),
-        ("file:///etc/fhir", "URL not allowed"),
-        ("fhir.example.org/fhir", "URL not allowed"),
-        ("http://", "URL not allowed"),
-        ("closed-port", "connection failed"),
-    ],
+    "server", ["ftp://127.0.0.1/fhir", "file:///etc/fhir", "fhir.example.org/fhir", "http://"]
 )
-def test_unusable_fhir_server(fhir, server, reason) -> None:
-    if server == "closed-port":
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            server = f"http://127.0.0.1:{probe.getsockname()[1]}/fhir"
+def test_unusable_fhir_server_is_refused(fhir, server) -> None:
+    with pytest.raises(ServerRefused) as caught:
+        gather(make_request({}, server=server), OBS_KEY, FAST, fhir)
+    assert caught.value.reason == "URL not allowed"
+
+
+def test_fhir_server_on_a_closed_port(fhir) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        server = f"http://127.0.0.1:{probe.getsockname()[1]}/fhir"
     with pytest.raises(DataUnavailable) as caught:
         gather(make_request({}, server=server), OBS_KEY, FAST, fhir)
-    assert caught.value.missing == {"observations": reason}
+    assert caught.value.missing == {"observations": "connection failed"}
 
 
 # --- pagination -------------------------------------------------------------------------------
@@ -784,7 +785,9 @@ def test_logs_hold_no_ids_tokens_or_urls(stub, fhir, caplog) -> None:
         ("http://[::1", False),  # unparsable
     ],
 )
-def test_check_url(url: str, allowed: bool) -> None:
+def test_check_url(url: str, allowed: bool, monkeypatch) -> None:
+    # Never resolve a real name from tests: ehr.example.org "resolves" to a public address.
+    monkeypatch.setattr(ssrf, "resolve", lambda host, port: [ipaddress.ip_address("8.8.8.8")])
     if allowed:
         check_url(url)
     else:

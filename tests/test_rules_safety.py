@@ -495,6 +495,8 @@ def test_vka_card_names_both_products_and_the_replacement_dose():
     (card,) = cards_for(VKA, on_file=[order(WARFARIN, "w1")], drafts=[draft(D3K2, "dk", count=2)])
     assert "Warfarin Sodium 5 MG Oral Tablet" in card["detail"]
     assert "Vitamin K 2 0.09 MG" in card["detail"]
+    assert "RxNorm 804617; drafted now" in card["detail"]
+    assert "RxNorm 855332; active order on file" in card["detail"]
     assert "vitamin K 180 µg per dose" in card["detail"]
     remove, inr = card["suggestions"]
     assert remove["label"] == "Replace the vitamin K product by plain cholecalciferol 2,000 IU"
@@ -634,11 +636,22 @@ def test_high_dose_names_total_and_each_order():
     assert card["summary"] == "Vitamin D would total 8,000 IU/day, above 4,000 IU/day"
     detail = card["detail"]
     assert "**8,000 IU/day**" in detail
-    assert "Cholecalciferol 5000 UNT Oral Tablet (active order on file): 5,000 IU/day" in detail
-    assert "Cholecalciferol 1000 UNT Oral Tablet (reported use on file): 1,000 IU/day" in detail
-    assert "Cholecalciferol 1000 UNT Oral Tablet (drafted now): 2,000 IU/day" in detail
+    assert (
+        "Cholecalciferol 5000 UNT Oral Tablet (RxNorm 857466; active order on file): 5,000 IU/day"
+        in detail
+    )
+    assert (
+        "Cholecalciferol 1000 UNT Oral Tablet (RxNorm 199362; reported use on file): 1,000 IU/day"
+        in detail
+    )
+    assert (
+        "Cholecalciferol 1000 UNT Oral Tablet (RxNorm 199362; drafted now): 2,000 IU/day" in detail
+    )
     # Each order on its own line, and the text after the list a paragraph of its own.
-    assert "- Cholecalciferol 1000 UNT Oral Tablet (drafted now): 2,000 IU/day\n\nThis is" in detail
+    assert (
+        "- Cholecalciferol 1000 UNT Oral Tablet (RxNorm 199362; drafted now): 2,000 IU/day\n\nThis is"
+        in detail
+    )
     assert card["source"]["url"] == "https://doi.org/10.17226/13050"  # IOM 2011
 
 
@@ -693,6 +706,12 @@ D2 = "vitd-ergocalciferol"
             draft(D2_50000, "e", unit="mo", doses=6),
             {"frequency": 1, "period": 1, "periodUnit": "mo", "count": 6},
             "50,000 IU by mouth once monthly (6 doses)",
+        ),
+        (
+            "a single 50,000 IU dose",
+            draft(D2_50000, "e", doses=1),
+            {"frequency": 1, "period": 1, "periodUnit": "d", "count": 1},
+            "50,000 IU by mouth as a single dose",
         ),
     ],
 )
@@ -956,6 +975,8 @@ def test_recognition_for_safety(text, expected):
             (1, 2.0, "wk", None, (3.0, "mo")),
         ),
         ({"frequency": 1, "frequencyMax": 2, "period": 1, "periodUnit": "d"}, None),
+        ({"count": 1}, (1, 1, "d", 1, None)),
+        ({"count": 3}, None),
         ({"frequency": 1, "period": 1, "periodUnit": "d", "when": ["MORN"]}, None),
         ({"frequency": 1, "period": 1, "periodUnit": "fortnight"}, None),
         ({"frequency": 1.5, "period": 1, "periodUnit": "d"}, None),
@@ -975,3 +996,64 @@ def test_plain_timing_is_kept_only_when_it_can_be_copied_exactly(repeat, expecte
             timing.count,
             timing.bounds,
         ) == expected
+
+
+def coded_only(product: tuple[str, str], mid: str, *, status: str = "draft") -> dict:
+    """An order naming its product by RxNorm code alone (no text, no display)."""
+    resource = order(product, mid, status=status)
+    resource["medicationCodeableConcept"] = {"coding": [{"system": RXNORM, "code": product[0]}]}
+    return resource
+
+
+@pytest.mark.parametrize(
+    "case,on_file,drafts,expected",
+    [
+        (
+            "coded-only Mephyton 5 mg is read by its RxNorm name: reversal, info",
+            [coded_only(WARFARIN, "w1", status="active")],
+            [coded_only(MEPHYTON, "ph")],
+            [("info", [])],
+        ),
+        (
+            "phytomenadione by ATC B02BA01 only, no dose: a reversal agent, info",
+            [order(WARFARIN, "w1")],
+            [atc_coded("B02BA01", "", "ph", status="draft")],
+            [("info", [])],
+        ),
+        (
+            "coded-only K2 0.1 mg capsule: warning",
+            [
+                coded_only(
+                    ("855290", "Warfarin Sodium 1 MG Oral Tablet [Coumadin]"), "w1", status="active"
+                )
+            ],
+            [coded_only(K2, "k2")],
+            [("warning", [["delete MedicationRequest/k2"], INR])],
+        ),
+        (
+            "coded-only D3 + K2: its vitamin D (1,000 IU) is re-ordered",
+            [order(WARFARIN, "w1")],
+            [coded_only(D3K2, "dk")],
+            [
+                (
+                    "warning",
+                    [["delete MedicationRequest/dk", "create MedicationRequest 199362"], INR],
+                )
+            ],
+        ),
+    ],
+)
+def test_vka_coded_only_products(case, on_file, drafts, expected):
+    found = cards_for(VKA, on_file=on_file, drafts=drafts)
+    assert [(c["indicator"], actions(c)) for c in found] == expected, case
+
+
+def test_text_sent_with_a_code_comes_first():
+    from cds_service.facts.medications import read_medication
+    from cds_service.facts.model import MedicationSource
+
+    resource = order(K2, "k2", status="draft")
+    resource["medicationCodeableConcept"]["text"] = "MK-7 200 mcg softgel"
+    med = read_medication(resource, MedicationSource.DRAFT)
+    assert med.name == "MK-7 200 mcg softgel"
+    assert med.vitamin_k_ug_per_dose == 200  # the order's own text, not the RxNorm name's 100 µg

@@ -63,7 +63,10 @@ class _Reader:
         self, resources: Iterable[Any], types: frozenset[str], *, subject_required: bool = True
     ) -> Iterator[dict]:
         for resource in resources:
-            if not isinstance(resource, dict) or resource.get("resourceType") not in types:
+            if not isinstance(resource, dict):
+                continue
+            resource_type = resource.get("resourceType")
+            if not isinstance(resource_type, str) or resource_type not in types:
                 continue
             if self.belongs(resource, required=subject_required):
                 yield resource
@@ -83,7 +86,8 @@ class _Reader:
         for resource in self.of_type(
             resources, MEDICATION_USE_TYPES, subject_required=subject_required
         ):
-            if not keep(resource.get("status")):
+            status = resource.get("status")
+            if not keep(status if isinstance(status, str) else None):  # odd shapes: no status
                 continue
             med = read_medication(resource, source, medications=referenced)
             if med is not None:
@@ -118,7 +122,12 @@ def _draft_entries(context: Mapping[str, Any]) -> tuple[list[Any], list[str | No
 
 
 def build_facts(
-    request: Mapping[str, Any], gathered: Gathered, *, service_id: str, now: datetime
+    request: Mapping[str, Any],
+    gathered: Gathered,
+    *,
+    service_id: str,
+    now: datetime,
+    tenant: str | None = None,
 ) -> Facts:
     """Typed facts for one call. `request` is schema-valid; `gathered` is untrusted content."""
     context = request["context"]
@@ -175,5 +184,6 @@ def build_facts(
         drafts=tuple(drafts),
         selections=tuple(context.get("selections") or ()),
         conditions=read_conditions(conditions),
+        tenant=tenant,
         skipped=gathered.skipped + reader.skipped,
     )

@@ -7,6 +7,7 @@ period (50,000 IU once weekly = 7,142.857 IU/day); 1 µg vitamin D = 40 IU; UNT 
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -57,6 +58,12 @@ class Dose:
     count: float | None = None  # tablets, capsules, drops, mL …: multiply by per-unit strength
     iu: float | None = None  # international units
     ug: float | None = None  # mass in micrograms
+
+
+def _word(value: Any) -> str | None:
+    """`value` if it is a string, else None: odd JSON (a list, an object) is no code and must
+    never reach a dict or set lookup, where it would raise."""
+    return value if isinstance(value, str) else None
 
 
 def normalise_unit(unit: Any) -> str:
@@ -124,8 +131,8 @@ def read_dose(dosage: dict) -> Dose | None:
         quantity = dosage.get("doseQuantity") or _range_high(dosage.get("doseRange"))
     if not isinstance(quantity, dict):
         return None
-    value = quantity.get("value")
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+    value = finite(quantity.get("value"))
+    if value is None or value < 0:
         return None
     unit = normalise_unit(quantity.get("code")) or normalise_unit(quantity.get("unit"))
     if unit in IU_UNITS:
@@ -148,7 +155,7 @@ def administrations_per_day(dosage: dict) -> float | None:
     if isinstance(repeat, dict):
         frequency = _number(repeat.get("frequencyMax")) or _number(repeat.get("frequency"))
         period = _number(repeat.get("period"))
-        unit_days = DAYS_PER_UNIT.get(repeat.get("periodUnit"))
+        unit_days = DAYS_PER_UNIT.get(_word(repeat.get("periodUnit")))
         if period and unit_days:
             return (frequency or 1.0) / (period * unit_days)
         for field in ("when", "timeOfDay"):
@@ -159,7 +166,7 @@ def administrations_per_day(dosage: dict) -> float | None:
     code = timing.get("code")
     codings = code.get("coding") if isinstance(code, dict) else None
     for coding in codings if isinstance(codings, list) else ():
-        if isinstance(coding, dict) and coding.get("code") in TIMING_CODES:
+        if isinstance(coding, dict) and _word(coding.get("code")) in TIMING_CODES:
             return float(TIMING_CODES[coding["code"]])
     text = dosage.get("text")
     if isinstance(text, str):
@@ -178,7 +185,7 @@ def course_days(dosage: dict) -> float | None:
     bounds = repeat.get("boundsDuration")
     if isinstance(bounds, dict):
         value = _number(bounds.get("value"))
-        unit = DAYS_PER_UNIT.get(bounds.get("code") or bounds.get("unit"))
+        unit = DAYS_PER_UNIT.get(_word(bounds.get("code")) or _word(bounds.get("unit")))
         if value and unit:
             return value * unit
     count = _number(repeat.get("count"))
@@ -195,10 +202,21 @@ def single_administration(dosage: dict) -> bool:
     return isinstance(repeat, dict) and _number(repeat.get("count")) == 1
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+def finite(value: Any) -> float | None:
+    """A JSON number as a finite float; None for anything else, including integers too large
+    for a float (JSON integers are unbounded) and infinities."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _number(value: Any) -> float | None:
+    number = finite(value)
+    return number if number is not None and number > 0 else None
 
 
 def combine_daily(parts: Iterable[tuple[Any, float]]) -> float | None:
@@ -226,7 +244,9 @@ def plain_timing(dosage: dict) -> DoseTiming | None:
         return None
     frequency = repeat.get("frequency", 1)
     period = _number(repeat.get("period"))
-    unit = repeat.get("periodUnit")
+    unit = _word(repeat.get("periodUnit"))
+    if repeat.get("count") == 1 and period is None and unit is None and frequency == 1:
+        return DoseTiming(1, 1, "d", count=1)  # one single administration
     if not isinstance(frequency, int) or isinstance(frequency, bool) or frequency < 1:
         return None
     if period is None or unit not in _TIMING_UNITS:
@@ -238,7 +258,7 @@ def plain_timing(dosage: dict) -> DoseTiming | None:
     duration = repeat.get("boundsDuration")
     if isinstance(duration, dict):
         value = _number(duration.get("value"))
-        code = duration.get("code") or duration.get("unit")
+        code = _word(duration.get("code")) or _word(duration.get("unit"))
         if value is None or code not in _TIMING_UNITS:
             return None
         bounds = (value, code)

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from ..knowledge import load
+from .dosing import finite
 from .fhirdates import parse_instant
 from .model import CalciumLevel, InrLevel, VitaminDLevel
 
@@ -74,14 +75,15 @@ def _quantity(resource: dict) -> tuple[float | None, str | None, str | None, str
         raw = quantity.get("value")
         number = None
         if isinstance(raw, int | float) and not isinstance(raw, bool):
-            number = float(raw)
+            number = finite(raw)
         elif isinstance(raw, str):
             try:
-                number = float(raw)
+                number = finite(float(raw))
             except ValueError:
                 number = None
         comparator = quantity.get("comparator")
-        comparator = comparator if comparator in COMPARATORS else None
+        if not isinstance(comparator, str) or comparator not in COMPARATORS:
+            comparator = None
         unit = None
         if quantity.get("system") == UCUM and isinstance(quantity.get("code"), str):
             unit = quantity["code"]

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from ..knowledge import load
@@ -70,7 +70,24 @@ def components(text: str) -> list[str]:
     return [part.strip() for part in re.split(r"\s/\s|\s\+\s|/", text) if part.strip()]
 
 
+# Product names repeat from call to call ("Warfarin Sodium 5 MG Oral Tablet"): matching one is
+# a few dozen regex searches, so results are cached. Only short texts, so that a hostile
+# request cannot fill the cache with megabytes.
+_CACHED_TEXT_CHARS = 200
+
+
 def recognise_text(text: str) -> frozenset[Ingredient]:
+    if len(text) <= _CACHED_TEXT_CHARS:
+        return _recognise_text_cached(text)
+    return _recognise_text(text)
+
+
+@lru_cache(maxsize=4096)
+def _recognise_text_cached(text: str) -> frozenset[Ingredient]:
+    return _recognise_text(text)
+
+
+def _recognise_text(text: str) -> frozenset[Ingredient]:
     matchers = _matchers()
     found: set[Ingredient] = set()
     for component in components(text):
@@ -172,7 +189,21 @@ def _product(resource: dict, referenced: Mapping[str, dict]):
         ref = resource.get("medicationReference")
         if isinstance(ref, dict) and isinstance(ref.get("display"), str):
             texts.append(ref["display"])
-    return codings, texts, stated
+    return codings, texts + _rxnorm_names(codings, texts), stated
+
+
+def _rxnorm_names(codings: list[tuple[Any, Any]], texts: list[str]) -> list[str]:
+    """Known RxNorm names of the coded products (knowledge `rxnorm_names`), after any text sent
+    with the order, so a coded-only product is still read by name (ingredients, strength)."""
+    names = load("medications")["rxnorm_names"]
+    system = _matchers().rxnorm_system
+    out = []
+    for coding_system, code in codings:
+        if coding_system == system and isinstance(code, str):
+            name = names.get(code.strip())
+            if name and name not in texts and name not in out:
+                out.append(name)
+    return out
 
 
 def _stated_strength(
@@ -309,7 +340,8 @@ def read_medication(
     medications: Mapping[str, dict] | None = None,
 ) -> Medication | None:
     """Facts for one medication use; None if it is not one, or names nothing we reason about."""
-    if not isinstance(resource, dict) or resource.get("resourceType") not in USE_TYPES:
+    resource_type = resource.get("resourceType") if isinstance(resource, dict) else None
+    if not isinstance(resource_type, str) or resource_type not in USE_TYPES:
         return None
     codings, texts, stated = _product(resource, medications or {})
     ingredients = recognise(codings, texts)

@@ -123,7 +123,7 @@ def _discover(iss: str) -> dict[str, str]:
         value = body.get(name) if isinstance(body, dict) else None
         if not isinstance(value, str) or not _secure(value):
             raise FetchError(f"no usable {name}")
-        check_url(value)
+        check_url(value, runtime.fhir.policy)  # the SSRF guard of every outbound call
         endpoints[name] = value
     return endpoints
 
@@ -269,7 +269,7 @@ def _exchange(settings: Settings, data: dict[str, Any], code: str) -> dict | Res
 
     client = _client(settings)
     try:
-        check_url(data["token_endpoint"])
+        check_url(data["token_endpoint"], _runtime().fhir.policy)
         return dict(
             client.fetch_token(
                 data["token_endpoint"],

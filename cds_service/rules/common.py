@@ -172,3 +172,17 @@ def unique(meds: Iterable[Medication]) -> list[Medication]:
         out.pop(key, None)
         out[key] = med
     return list(out.values())
+
+
+CODE_LABELS = {
+    "http://www.nlm.nih.gov/research/umls/rxnorm": "RxNorm",
+    "http://www.whocc.no/atc": "ATC",
+}
+
+
+def product_code(med: Medication) -> str | None:
+    """'RxNorm 804617' or 'ATC B01AA03' for card text: the first code we know the system of."""
+    for system, code in med.codes:
+        if system in CODE_LABELS:
+            return f"{CODE_LABELS[system]} {code}"
+    return None

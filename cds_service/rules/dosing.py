@@ -26,6 +26,7 @@ RISK_CATEGORIES = (C.HYPERCALCEMIA, C.SARCOIDOSIS, C.PRIMARY_HYPERPARATHYROIDISM
 def _part(med: Medication) -> dict:
     return {
         "name": med.name,
+        "code": common.product_code(med),
         "draft": med.source is MedicationSource.DRAFT,
         "statement": med.source is MedicationSource.STATEMENT,
         "daily_iu": med.vitamin_d_iu_per_day,

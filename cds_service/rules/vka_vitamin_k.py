@@ -37,8 +37,8 @@ def is_reversal(med: Medication, g: Guideline) -> bool:
     """Phytonadione alone at a VKA-reversal dose (>= 1 mg per administration by default).
 
     The dose is taken from the order, else from the product strength per unit; with neither,
-    a product named as the antidote (phytonadione, Mephyton ...) counts as reversal, so it is
-    never offered for removal.
+    a product named or coded as the antidote (phytonadione, Mephyton ..., ATC B02BA01) counts
+    as reversal, so it is never offered for removal.
     """
     if med.ingredients != frozenset({Ingredient.VITAMIN_K1}):
         return False
@@ -48,12 +48,18 @@ def is_reversal(med: Medication, g: Guideline) -> bool:
     per_unit = [s.amount for s in med.strengths if s.ingredient.is_vitamin_k]
     if per_unit:
         return sum(per_unit) >= minimum_ug
+    knowledge = load("medications")
+    atc = knowledge["systems"]["atc"]
+    antidote_atc = set(knowledge["vitamin_k1_reversal_names"]["atc"])
+    if any(system == atc and code.upper() in antidote_atc for system, code in med.codes):
+        return True
     return bool(_reversal_names().search(med.name))
 
 
 def _describe(med: Medication) -> dict:
     return {
         "name": med.name,
+        "code": common.product_code(med),
         "draft": med.source is MedicationSource.DRAFT,
         "statement": med.source is MedicationSource.STATEMENT,
         "k_ug_per_dose": med.vitamin_k_ug_per_dose,

@@ -1,0 +1,80 @@
+"""Size limits on what callers and FHIR servers send (contract §6), checked in one place.
+
+- body size: Flask's MAX_CONTENT_LENGTH from `CDS_MAX_BODY_BYTES` (413, in `create_app`);
+- JSON nesting depth: `CDS_MAX_JSON_DEPTH`, on request bodies (400) and on every FHIR response
+  (the key fails with "nested too deeply" → 412);
+- `context.draftOrders` entries and `context.selections` items: `CDS_MAX_DRAFT_ORDERS` (400);
+- resources across all prefetch values: `CDS_MAX_PREFETCH_ENTRIES` (400);
+- each FHIR response read: `CDS_FHIR_MAX_RESPONSE_BYTES`, streamed (`fhir_client`);
+- the time of one call's FHIR queries: `CDS_FHIR_BUDGET_S` (`gather`, 412 on overrun).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import BadRequest
+
+
+class LimitExceeded(BadRequest):
+    error = "request exceeds a limit"
+
+
+def json_depth(value: Any, stop_above: int) -> int:
+    """Nesting depth of parsed JSON (a scalar is 0, `[]` is 1), counted without recursion;
+    counting stops once it passes `stop_above`."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        depth += 1
+        if depth > deepest:
+            deepest = depth
+            if deepest > stop_above:
+                return deepest
+        stack.extend((child, depth) for child in children if isinstance(child, dict | list))
+    return deepest
+
+
+def check_depth(value: Any, max_depth: int) -> None:
+    if json_depth(value, max_depth) > max_depth:
+        raise LimitExceeded(details=[f"JSON nested deeper than {max_depth} levels"])
+
+
+def _entries(value: Any) -> int:
+    """Resources one prefetch value holds: a Bundle's entries, else one."""
+    if not isinstance(value, Mapping):
+        return 0
+    if value.get("resourceType") == "Bundle":
+        entries = value.get("entry")
+        return len(entries) if isinstance(entries, list) else 1
+    return 1
+
+
+def check_request(
+    body: Mapping[str, Any], *, max_draft_orders: int, max_prefetch_entries: int
+) -> None:
+    """Counts in a schema-valid service request; LimitExceeded names every limit passed."""
+    problems = []
+    context = body.get("context") if isinstance(body.get("context"), Mapping) else {}
+    drafts = context.get("draftOrders")
+    entries = drafts.get("entry") if isinstance(drafts, Mapping) else None
+    if isinstance(entries, list) and len(entries) > max_draft_orders:
+        problems.append(f"context.draftOrders: {len(entries)} entries, at most {max_draft_orders}")
+    selections = context.get("selections")
+    if isinstance(selections, list) and len(selections) > max_draft_orders:
+        problems.append(f"context.selections: {len(selections)} items, at most {max_draft_orders}")
+    prefetch = body.get("prefetch")
+    if isinstance(prefetch, Mapping):
+        total = sum(_entries(v) for v in prefetch.values())
+        if total > max_prefetch_entries:
+            problems.append(f"prefetch: {total} resources, at most {max_prefetch_entries}")
+    if problems:
+        raise LimitExceeded(details=problems)

@@ -1,0 +1,127 @@
+"""Speed-ups found by profiling bench/run.py: same answers, bounded memory, nothing lost."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+
+from cds_service import ids
+from cds_service.facts import medications
+from cds_service.facts.model import Ingredient
+from cds_service.store import Store, issued_card
+
+
+def test_recognised_text_is_cached_only_when_short():
+    medications._recognise_text_cached.cache_clear()
+    short = "Warfarin Sodium 5 MG Oral Tablet"
+    first = medications.recognise_text(short)
+    assert medications.recognise_text(short) == first == medications._recognise_text(short)
+    assert medications._recognise_text_cached.cache_info().hits == 1
+    long = "Cholecalciferol 1000 IU " + "x" * 5000
+    assert Ingredient.VITAMIN_D3 in medications.recognise_text(long)
+    assert medications._recognise_text_cached.cache_info().currsize == 1  # the long one is not kept
+    assert medications._recognise_text_cached.cache_info().maxsize == 4096
+
+
+# --- issued-card records written in the background ------------------------------------------
+
+
+def _card(topic: str) -> dict:
+    return {"uuid": str(ids.uuid4()), "indicator": "info", "source": {"topic": {"code": topic}}}
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(f"sqlite:///{tmp_path / 'rec.sqlite3'}")
+    s.migrate()
+    yield s
+    s.dispose()
+
+
+def _rows(store: Store) -> list[tuple[str, str]]:
+    with store.engine.connect() as c:
+        return sorted(c.execute(sa.select(issued_card.c.card_uuid, issued_card.c.topic)).all())
+
+
+def _count_commits(store: Store) -> list[int]:
+    commits = [0]
+    sa.event.listen(store.engine, "commit", lambda _conn: commits.__setitem__(0, commits[0] + 1))
+    return commits
+
+
+def test_background_recording_queues_then_writes_one_batch(store):
+    store.record_in_background(interval_s=60)  # only the final flush writes
+    commits = _count_commits(store)
+    cards = [[_card("vitd-deficiency"), _card("k2-consideration")] for _ in range(3)]
+    for batch in cards:
+        store.record_cards("vitamin-d-order-sign", batch, issued_at=datetime.now(UTC))
+    assert _rows(store) == []  # the calls did not wait for the database
+    store.flush_and_stop()
+    assert _rows(store) == sorted(
+        (c["uuid"], c["source"]["topic"]["code"]) for b in cards for c in b
+    )
+    assert commits[0] == 1
+    # Stopped: writes are direct again.
+    store.record_cards(
+        "vitamin-d-order-sign", [_card("vitd-high-dose")], issued_at=datetime.now(UTC)
+    )
+    assert len(_rows(store)) == 7
+
+
+def test_background_recording_writes_on_its_interval(store):
+    store.record_in_background(interval_s=0.05)
+    card = _card("vitd-deficiency")
+    store.record_cards("vitamin-d-patient-view", [card], issued_at=datetime.now(UTC))
+    deadline = datetime.now(UTC).timestamp() + 10
+    while not _rows(store) and datetime.now(UTC).timestamp() < deadline:
+        threading.Event().wait(0.02)
+    assert _rows(store) == [(card["uuid"], "vitd-deficiency")]
+
+
+def test_a_failing_write_is_logged_not_raised(store, caplog):
+    store.record_in_background(interval_s=60)
+    with store.engine.begin() as c:
+        c.execute(sa.text("DROP TABLE issued_card"))
+    store.record_cards(
+        "vitamin-d-patient-view", [_card("vitd-deficiency")], issued_at=datetime.now(UTC)
+    )
+    with caplog.at_level(logging.ERROR, logger="cds_service.store"):
+        store.flush_and_stop()
+    assert "could not record issued cards" in caplog.text
+
+
+def test_a_full_queue_drops_and_says_so(store, monkeypatch, caplog):
+    from cds_service import store as store_module
+
+    monkeypatch.setattr(store_module._CardRecorder, "MAX_QUEUED", 2)
+    store.record_in_background(interval_s=60)
+    for _ in range(3):
+        store.record_cards(
+            "vitamin-d-patient-view", [_card("vitd-deficiency")], issued_at=datetime.now(UTC)
+        )
+    with caplog.at_level(logging.WARNING, logger="cds_service.store"):
+        store.flush_and_stop()
+    assert len(_rows(store)) == 2
+    assert "queue full" in caplog.text
+
+
+def test_ids_are_version_4_and_unique_across_a_fork():
+    first = ids.uuid4()
+    assert first.version == 4
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: the buffer inherited from the parent must not be reused
+        os.write(write, ids.uuid4().bytes)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 16)
+    parent_next = ids.uuid4().bytes
+    os.close(read)
+    os.close(write)
+    assert child != parent_next
+    assert len({ids.uuid4() for _ in range(1000)}) == 1000

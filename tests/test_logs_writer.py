@@ -1,0 +1,78 @@
+"""Log records handed to the background writer come out whole, in order, with their extras."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import threading
+
+import pytest
+
+from cds_service import logs
+
+
+@pytest.fixture
+def captured_root():
+    root = logging.getLogger()
+    saved, level = root.handlers[:], root.level
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logs.JsonFormatter())
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    yield stream
+    logs.stop_background_writer()
+    root.handlers[:] = saved
+    root.setLevel(level)
+
+
+def test_background_writer_keeps_extras_and_order(captured_root):
+    logs.start_background_writer()
+    logs.start_background_writer()  # idempotent: still one writer
+    assert len(logging.getLogger().handlers) == 1
+    log = logging.getLogger("cds_service.test")
+    writer_threads = set()
+
+    def burst(n: int) -> None:
+        for i in range(50):
+            log.info("request %s", f"{n}-{i}", extra={"route": "/x", "status": 200, "n": n})
+
+    threads = [threading.Thread(target=burst, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    writer_threads.add(threading.current_thread().name)
+    logs.stop_background_writer()  # flushes what is queued
+    lines = [json.loads(line) for line in captured_root.getvalue().splitlines()]
+    assert len(lines) == 200
+    assert all(line["route"] == "/x" and line["status"] == 200 for line in lines)
+    for n in range(4):
+        mine = [line["message"] for line in lines if line["n"] == n]
+        assert mine == [f"request {n}-{i}" for i in range(50)]
+
+
+def test_exceptions_do_not_break_the_writer(captured_root):
+    logs.start_background_writer()
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logging.getLogger("cds_service.test").exception("failed")
+    logs.stop_background_writer()
+    (line,) = [json.loads(x) for x in captured_root.getvalue().splitlines()]
+    assert line["message"] == "failed" and line["level"] == "error"
+
+
+def test_request_threads_take_no_handler_lock(captured_root):
+    logs.start_background_writer()
+    (queue_handler,) = logging.getLogger().handlers
+
+    def refuse() -> None:
+        raise AssertionError("the queue handler took its lock")
+
+    queue_handler.acquire = refuse  # type: ignore[method-assign]
+    logging.getLogger("cds_service.test").info("no lock", extra={"route": "/y"})
+    logs.stop_background_writer()
+    (line,) = [json.loads(x) for x in captured_root.getvalue().splitlines()]
+    assert line["message"] == "no lock" and line["route"] == "/y"
