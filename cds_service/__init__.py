@@ -14,12 +14,13 @@ __all__ = ["Settings", "create_app"]
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the app from `settings` (default: the environment), with its store and FHIR client."""
-    from . import api, engine, metrics
+    from . import api, engine, history, metrics
     from .auth import Authenticator, RedisReplayStore
     from .cards import check_templates
     from .fhir_client import FhirClient
     from .gather import GatherSettings
     from .guideline import TOPICS, load_guideline
+    from .history.links import history_link
     from .ssrf import UrlPolicy
     from .store import Store
 
@@ -54,12 +55,14 @@ def create_app(settings: Settings | None = None) -> Flask:
         ),
         gather_settings=gather_settings,
         guideline=guideline,
+        history_link=history_link(settings),
     )
     replay = RedisReplayStore(settings.redis_url) if settings.redis_url else store
     app.extensions["vitd.auth"] = Authenticator(settings, replay)
     app.extensions["vitd.settings"] = settings
     app.extensions["vitd.runtime"] = runtime
     api.register(app)
+    history.register(app, settings, runtime)
     metrics.install(app, app_metrics)
     from . import preview
 

@@ -200,3 +200,16 @@ def render(finding: Finding, guideline: Guideline, patient_id: str, now: datetim
     if finding.indicator in ("warning", "critical") and tpl.override_reasons:
         card["overrideReasons"] = tpl.override_reasons
     return card
+
+
+# Cards whose reader wants the picture of levels, doses and INR (issue 9).
+_HISTORY_TOPICS = re.compile(r"^(vitd-[a-z0-9-]+|vka-vitamin-k-interaction)$")
+
+
+def with_history_link(card: dict[str, Any], link: Mapping[str, str] | None) -> dict[str, Any]:
+    """`card` with the SMART link to the vitamin D history page in `links`, for the vitd-* and
+    vka-vitamin-k-interaction topics; unchanged when there is no link (no public base URL)."""
+    topic = card.get("source", {}).get("topic", {}).get("code", "")
+    if link and _HISTORY_TOPICS.match(topic):
+        card["links"] = [*card.get("links", []), dict(link)]
+    return card

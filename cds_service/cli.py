@@ -510,5 +510,47 @@ def _check_table(profile: str, results: list) -> Any:
     return table
 
 
+@main.command()
+@click.option(
+    "--patient",
+    required=True,
+    help="A FHIR Bundle file (JSON) of one patient's record, or a fixture name "
+    "(fixtures/patients/NAME.json, dates moved to today).",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Where to write the picture: .svg (the chart) or .html (chart and tables).",
+)
+def history(patient: str, out: Path) -> None:
+    """Draw the vitamin D history picture of one patient from local data (no SMART)."""
+    from datetime import UTC, datetime
+
+    from . import fixtures
+    from .guideline import load_guideline
+    from .history import RecordError, picture_for_bundle, render_page, render_svg
+
+    now = datetime.now(UTC)
+    try:
+        if Path(patient).is_file():
+            bundle = json.loads(Path(patient).read_bytes())
+        else:
+            bundle = fixtures.load(patient, now).bundle
+        guideline = load_guideline(_settings().guideline_profile)
+        picture = picture_for_bundle(bundle, guideline, now=now)
+    except fixtures.FixtureError as exc:
+        raise click.ClickException(f"{exc} (nor is it a file)") from None
+    except (ValueError, RecursionError) as exc:
+        reason = str(exc) if isinstance(exc, RecordError) else "not valid JSON"
+        raise click.ClickException(f"{patient}: {reason}") from None
+    html = out.suffix.lower() in (".html", ".htm")
+    out.write_text(render_page(picture) if html else render_svg(picture), encoding="utf-8")
+    click.echo(
+        f"wrote {out}: {len(picture.levels)} 25(OH)D result(s), {len(picture.uses)} product "
+        f"use(s){f', {len(picture.inr)} INR result(s)' if picture.vka_active else ''}"
+    )
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

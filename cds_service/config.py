@@ -44,6 +44,37 @@ def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float
     return value
 
 
+def _loopback_http(parts) -> bool:
+    return parts.scheme == "http" and parts.hostname in {"127.0.0.1", "localhost", "::1"}
+
+
+def _issuers(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Comma- or space-separated FHIR base URLs: https, or http on loopback only."""
+    out = []
+    for item in (env.get(name) or "").replace(",", " ").split():
+        parts = urlsplit(item)
+        if not parts.hostname or not (parts.scheme == "https" or _loopback_http(parts)):
+            raise ConfigError(f"{name}: {item!r} must be an https URL (http only on loopback)")
+        out.append(item.rstrip("/"))
+    return tuple(out)
+
+
+def _smart(env: Mapping[str, str], public_base_url: str | None) -> dict:
+    """SMART launch settings; configured means a client id, and then everything it needs."""
+    client_id = (env.get("CDS_SMART_CLIENT_ID") or "").strip() or None
+    issuers = _issuers(env, "CDS_SMART_ALLOWED_ISSUERS")
+    secret = env.get("CDS_SECRET_KEY") or None
+    if client_id:
+        if not issuers:
+            raise ConfigError("CDS_SMART_CLIENT_ID is set: CDS_SMART_ALLOWED_ISSUERS is required")
+        if not public_base_url:
+            raise ConfigError("CDS_SMART_CLIENT_ID is set: CDS_PUBLIC_BASE_URL is required")
+        if secret is None:
+            raise ConfigError("CDS_SMART_CLIENT_ID is set: CDS_SECRET_KEY is required")
+    if secret is not None and len(secret) < 32:
+        raise ConfigError("CDS_SECRET_KEY must be at least 32 characters")
+    return {"smart_client_id": client_id, "smart_allowed_issuers": issuers, "secret_key": secret}
+
 def _url(env: Mapping[str, str], name: str) -> str | None:
     raw = (env.get(name) or "").strip()
     if not raw:
@@ -98,6 +129,10 @@ class Settings:
     fhir_max_workers: int = 8
     cors_origin: str = "*"
     guideline_profile: str = "default"
+    # SMART on FHIR launch of the history page (off without a client id).
+    smart_client_id: str | None = None
+    smart_allowed_issuers: tuple[str, ...] = ()
+    secret_key: str | None = None  # signs the session cookie and encrypts session data
     # prometheus-client's multiprocess directory (gunicorn workers); None: in-process metrics.
     metrics_multiproc_dir: str | None = None
     # `cds-service serve` (gunicorn); sane for 2 cores: 2 processes x 4 threads.
@@ -119,6 +154,10 @@ class Settings:
     # Tests switch this on: every response is checked against the CDS Hooks response schema.
     validate_responses: bool = False
 
+    @property
+    def smart_enabled(self) -> bool:
+        return self.smart_client_id is not None
+
     def __post_init__(self) -> None:
         from .guideline import PROFILES
 
@@ -132,6 +171,7 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         return cls(
+            **_smart(env, _url(env, "CDS_PUBLIC_BASE_URL")),
             database_url=env.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
             migrate_on_start=_flag(env, "CDS_DB_MIGRATE", True),
             auth_disabled=_flag(env, "CDS_AUTH_DISABLED", False),

@@ -29,6 +29,7 @@ class Runtime:
     fhir: FhirClient
     gather_settings: GatherSettings
     guideline: Guideline
+    history_link: dict[str, str] | None = None  # CDS Hooks link to the history app, if public
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,10 @@ def respond(
             details=[f"{key}: {reason}" for key, reason in sorted(exc.missing.items())]
         ) from None
     facts = build_facts(request, gathered, service_id=spec.id, now=now, tenant=tenant)
-    issued = cards_for(facts, runtime.guideline, request["context"]["patientId"])
+    issued = [
+        cards.with_history_link(card, runtime.history_link)
+        for card in cards_for(facts, runtime.guideline, request["context"]["patientId"])
+    ]
     if issued:
         try:
             runtime.store.record_cards(spec.id, issued, issued_at=now)

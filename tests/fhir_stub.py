@@ -7,6 +7,7 @@ Usage::
         stub.add("Observation", searchset([obs1, obs2]))  # any query string
         stub.add("Observation", Reply(status=500), query={"code": "x"})  # more specific
         stub.add_pages("Condition", [[cond1], [cond2]])  # page 1 links to page 2
+        stub.add("token", lambda req: Reply({"echo": req.form["code"]}))  # computed reply
         ...  # call the code under test with fhirServer=stub.base_url
     assert stub.requests[0].authorization == "Bearer abc"
 
@@ -17,6 +18,9 @@ Usage::
 - `delay_s` (stub-wide) or `Reply.delay_s` (per route) holds each reply back, `Reply.drip_s`
   trickles the body out slowly; waits are cut short when the stub closes, so tests that time
   out early do not wait for them.
+- A route may be a callable taking the `Recorded` request and returning a `Reply`: a stub
+  authorization server (redirect to the caller's `redirect_uri`, a token endpoint reading the
+  POSTed form) is a FhirStub with such routes. GET and POST are served alike.
 - Every request is recorded (`stub.requests`) with its path, query, Authorization, Accept and
   Cookie headers and monotonic start/end times, so tests can assert tokens and overlapping
   intervals.
@@ -30,8 +34,8 @@ import json
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -62,6 +66,18 @@ class Recorded:
     cookie: str | None
     start: float  # time.monotonic() when the request line was read
     end: float  # time.monotonic() when the reply was ready to go out (after any delay)
+    method: str = "GET"
+    body: bytes = b""
+
+    @property
+    def form(self) -> dict[str, str]:
+        """A POSTed application/x-www-form-urlencoded body, first value of each field."""
+        return {k: v[0] for k, v in parse_qs(self.body.decode("utf-8", "replace")).items()}
+
+    @property
+    def args(self) -> dict[str, str]:
+        """The query, first value of each parameter."""
+        return {k: v[0] for k, v in self.query.items()}
 
 
 def searchset(resources: Sequence[dict], *, next_url: str | None = None) -> dict:
@@ -86,7 +102,7 @@ def operation_outcome(severity: str = "error", text: str = "stub failure") -> di
 @dataclass(frozen=True)
 class _Route:
     query: Mapping[str, str] | None
-    reply: Reply
+    reply: Reply | Callable[[Recorded], Reply]
 
 
 class FhirStub:
@@ -139,10 +155,14 @@ class FhirStub:
         return f"http://127.0.0.1:{self._server.server_address[1]}{BASE_PATH}"
 
     def add(
-        self, path: str, reply: Reply | dict | list, *, query: Mapping[str, str] | None = None
+        self,
+        path: str,
+        reply: Reply | dict | list | Callable[[Recorded], Reply],
+        *,
+        query: Mapping[str, str] | None = None,
     ) -> None:
-        """Answer GET {base}/{path}; a bare dict/list is a 200 JSON reply."""
-        if not isinstance(reply, Reply):
+        """Answer {base}/{path}; a bare dict/list is a 200 JSON reply, a callable computes it."""
+        if not isinstance(reply, Reply) and not callable(reply):
             reply = Reply(body=reply)
         route = _Route(dict(query) if query else None, reply)
         with self._lock:
@@ -164,7 +184,7 @@ class FhirStub:
 
     # used by the handler ----------------------------------------------------------------------
 
-    def _reply_for(self, path: str, query: dict[str, list[str]]) -> Reply:
+    def _reply_for(self, path: str, query: dict[str, list[str]]) -> Reply | Callable:
         with self._lock:
             routes = list(self._routes.get(path, []))
         routes.reverse()  # the latest registration wins, so tests can override a default
@@ -200,28 +220,39 @@ class _Handler(BaseHTTPRequestHandler):
         """Silent: test output stays clean."""
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib name
+        self._handle("GET")
+
+    def do_POST(self) -> None:  # noqa: N802 - stdlib name
+        self._handle("POST")
+
+    def _handle(self, method: str) -> None:
         start = time.monotonic()
         stub = self.server.stub
         parts = urlsplit(self.path)
         path = parts.path[len(BASE_PATH) :].strip("/") if parts.path.startswith(BASE_PATH) else ""
         query = parse_qs(parts.query, keep_blank_values=True)
+        length = self.headers.get("Content-Length", "")
+        body = self.rfile.read(int(length)) if length.isdigit() else b""
+        seen = Recorded(
+            path=path,
+            query=query,
+            authorization=self.headers.get("Authorization"),
+            accept=self.headers.get("Accept"),
+            cookie=self.headers.get("Cookie"),
+            start=start,
+            end=start,
+            method=method,
+            body=body,
+        )
         reply = stub._reply_for(path, query)
+        if not isinstance(reply, Reply):
+            reply = reply(seen)
         delay = stub.delay_s if reply.delay_s is None else reply.delay_s
         if delay > 0:
             stub._closing.wait(delay)
         # Recorded before the first byte goes out, so a caller that has its answer always
         # finds its request in `stub.requests`.
-        stub._record(
-            Recorded(
-                path=path,
-                query=query,
-                authorization=self.headers.get("Authorization"),
-                accept=self.headers.get("Accept"),
-                cookie=self.headers.get("Cookie"),
-                start=start,
-                end=time.monotonic(),
-            )
-        )
+        stub._record(replace(seen, end=time.monotonic()))
         try:
             self._send(reply)
         except ConnectionError:

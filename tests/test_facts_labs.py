@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from cds_service.facts.labs import read_calcium_levels, read_vitamin_d_levels
+from cds_service.facts.labs import read_calcium_levels, read_inr_levels, read_vitamin_d_levels
 
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
@@ -224,3 +224,54 @@ def test_calcium_and_vitamin_d_do_not_mix():
     both = [obs(10.5, "mg/dL", code="17861-6", oid="ca"), obs(25, oid="vd")]
     assert [lvl.observation_id for lvl in read_calcium_levels(both)] == ["ca"]
     assert [lvl.observation_id for lvl in read_vitamin_d_levels(both)] == ["vd"]
+
+
+def inr(value, unit=None, *, code="6301-6", **kw):
+    out = obs(None, code=code, **kw)
+    if value is not None:
+        quantity = {"value": value}
+        if unit is not None:
+            quantity.update({"unit": unit, "system": UCUM, "code": unit})
+        out["valueQuantity"] = quantity
+    return out
+
+
+@pytest.mark.parametrize(
+    "resource,ratio",
+    [
+        (inr(2.4), 2.4),  # INR is a ratio: no unit is the usual shape
+        (inr(2.4, "{INR}"), 2.4),
+        (inr(3.1, "{ratio}"), 3.1),
+        (inr(1.1, "1"), 1.1),
+        (inr(2.0, code="34714-6"), 2.0),
+        (inr(2.4, "mg/dL"), None),  # a unit that is not a ratio: not interpreted
+        (inr(45), None),  # above the sanity bound: an entry error
+        (obs(None, code="6301-6", valueString="2.7"), 2.7),
+        (obs(None, code="6301-6", valueString="pending"), None),
+    ],
+)
+def test_inr_values(resource, ratio):
+    (level,) = read_inr_levels([resource])
+    assert level.ratio == (pytest.approx(ratio) if ratio is not None else None)
+    assert level.interpretable is (ratio is not None)
+
+
+def test_inr_keeps_comparator_status_rules_and_order():
+    high = inr(8, when="2026-03-01", oid="new")
+    high["valueQuantity"]["comparator"] = ">"
+    levels = read_inr_levels(
+        [inr(2.1, when="2026-01-01", oid="old"), high, inr(2.5, status="preliminary", oid="p")]
+    )
+    assert [(lvl.observation_id, lvl.comparator) for lvl in levels] == [("new", ">"), ("old", None)]
+
+
+def test_inr_vitamin_d_and_calcium_do_not_mix():
+    mixed = [inr(2.4, oid="inr"), obs(25, oid="vd"), obs(10.5, "mg/dL", code="17861-6", oid="ca")]
+    assert [lvl.observation_id for lvl in read_inr_levels(mixed)] == ["inr"]
+    assert [lvl.observation_id for lvl in read_vitamin_d_levels(mixed)] == ["vd"]
+    assert [lvl.observation_id for lvl in read_calcium_levels(mixed)] == ["ca"]
+
+
+def test_a_vitamin_d_number_with_no_unit_stays_uninterpretable():
+    (level,) = read_vitamin_d_levels([obs(None, valueString="12")])
+    assert level.ng_ml is None and level.raw_value == "12"

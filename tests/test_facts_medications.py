@@ -447,3 +447,47 @@ def test_hl7_example_requests(shared_data, name):
 def test_odd_input_never_raises(resource):
     med = read_medication(resource, S.DRAFT)
     assert med is None or med.ingredients == {I.VKA}
+
+
+@pytest.mark.parametrize(
+    "resource,started,ended",
+    [
+        # a statement's effectivePeriod, open or closed
+        (
+            {"resourceType": "MedicationStatement", "status": "completed", "medicationCodeableConcept": {"text": "Vitamin D3 1000 IU"}, "effectivePeriod": {"start": "2025-01-01", "end": "2025-03-01"}},
+            "2025-01-01",
+            "2025-03-01",
+        ),
+        (
+            {"resourceType": "MedicationStatement", "status": "active", "medicationCodeableConcept": {"text": "Vitamin D3 1000 IU"}, "effectiveDateTime": "2025-02-01"},
+            "2025-02-01",
+            None,
+        ),
+        # an order's boundsPeriod wins over authoredOn
+        (
+            {**request("Vitamin D3 50000 UNT", dose=1, unit="capsule", repeat={**WEEKLY, "boundsPeriod": {"start": "2025-01-10", "end": "2025-03-07"}}), "authoredOn": "2025-01-09"},
+            "2025-01-10",
+            "2025-03-07",
+        ),
+        # no end stated: authoredOn + the course (8 weekly doses = 56 days)
+        (
+            {**request("Vitamin D3 50000 UNT", dose=1, unit="capsule", repeat={**WEEKLY, "count": 8}), "authoredOn": "2025-01-01"},
+            "2025-01-01",
+            "2025-02-26",
+        ),
+        # a course beyond the calendar: the end is unknown, nothing raises
+        (
+            {**request("Vitamin D3 1000 UNT", dose=1, unit="capsule", repeat={**DAILY, "boundsDuration": {"value": 5000000, "unit": "a"}}), "authoredOn": "9990-01-01"},
+            "9990-01-01",
+            None,
+        ),
+        # nothing stated: unknown, never guessed
+        (request("Vitamin D3 1000 UNT", dose=1, unit="capsule", repeat=DAILY), None, None),
+    ],
+)
+def test_when_a_use_started_and_ended(resource, started, ended):
+    from cds_service.facts.fhirdates import parse_instant
+
+    med = read_medication(resource, S.STATEMENT if resource["resourceType"] == "MedicationStatement" else S.REQUEST)
+    assert med.started == parse_instant(started)
+    assert med.ended == parse_instant(ended)

@@ -94,7 +94,7 @@ def test_migrate_twice_is_a_no_op(store):
     with store.engine.connect() as connection:
         assert (
             connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
-            == "0002"
+            == "0003"
         )
     assert store.ping() is True
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..gather import Gathered
 from .conditions import read_conditions
-from .labs import read_calcium_levels, read_vitamin_d_levels
+from .labs import read_calcium_levels, read_inr_levels, read_vitamin_d_levels
 from .medications import read_medication
 from .model import Facts, Medication, MedicationSource
 from .patient import read_patient
@@ -23,6 +23,8 @@ __all__ = ["Facts", "build_facts"]
 
 # Orders on file that count as current (contract §2: "active MedicationRequests/Statements").
 ACTIVE_STATUSES = frozenset({"active"})
+# Uses on file that happened before (the history picture shows them; no rule reads them).
+PAST_STATUSES = frozenset({"completed", "stopped", "on-hold"})
 # Draft orders: order-sign may carry re-signed, non-draft orders; only these are not orders.
 DEAD_DRAFT_STATUSES = frozenset(
     {"entered-in-error", "cancelled", "completed", "stopped", "revoked"}
@@ -143,20 +145,23 @@ def build_facts(
     observations = list(reader.of_type(res.get("observations", []), frozenset({"Observation"})))
     conditions = list(reader.of_type(res.get("conditions", []), frozenset({"Condition"})))
 
-    on_file = [
+    used = ACTIVE_STATUSES | PAST_STATUSES
+    on_record = [
         *reader.medications(
             res.get("medicationRequests", []),
             MedicationSource.REQUEST,
             _medication_index(res.get("medicationRequests", [])),
-            lambda status: status in ACTIVE_STATUSES,
+            lambda status: status in used,
         ),
         *reader.medications(
             res.get("medicationStatements", []),
             MedicationSource.STATEMENT,
             _medication_index(res.get("medicationStatements", [])),
-            lambda status: status in ACTIVE_STATUSES,
+            lambda status: status in used,
         ),
     ]
+    on_file = [m for m in on_record if m.status in ACTIVE_STATUSES]
+    past = [m for m in on_record if m.status in PAST_STATUSES]
     draft_resources, draft_urls = _draft_entries(context)
     drafts = reader.medications(
         draft_resources,
@@ -173,7 +178,9 @@ def build_facts(
         patient=read_patient(patient_resource, now),
         vitamin_d_levels=read_vitamin_d_levels(observations),
         calcium_levels=read_calcium_levels(observations),
+        inr_levels=read_inr_levels(observations),
         medications=tuple(on_file),
+        past_medications=tuple(past),
         drafts=tuple(drafts),
         selections=tuple(context.get("selections") or ()),
         conditions=read_conditions(conditions),

@@ -1,4 +1,4 @@
-"""Observations as 25(OH)D levels (ng/mL) and serum calcium (mg/dL); codes in knowledge/labs.json.
+"""Observations as 25(OH)D levels (ng/mL), serum calcium (mg/dL) and INR (knowledge/labs.json).
 
 Rules of reading (contract §5): accepted LOINC codes only, never 1,25-dihydroxy or D2-only (an
 Observation carrying an excluded code is excluded even if it also carries an accepted one);
@@ -18,11 +18,11 @@ from typing import Any, TypeVar
 from ..knowledge import load
 from .dosing import finite
 from .fhirdates import parse_instant
-from .model import CalciumLevel, VitaminDLevel
+from .model import CalciumLevel, InrLevel, VitaminDLevel
 
 UCUM = "http://unitsofmeasure.org"
 COMPARATORS = frozenset({"<", "<=", ">", ">="})
-_VALUE_STRING = re.compile(r"^\s*(<=|>=|<|>)?\s*(\d+(?:\.\d+)?)\s*(\S+)\s*$")
+_VALUE_STRING = re.compile(r"^\s*(<=|>=|<|>)?\s*(\d+(?:\.\d+)?)\s*(\S+)?\s*$")
 
 T = TypeVar("T")
 
@@ -139,7 +139,10 @@ def _results(
     excluded: frozenset[str],
     units: dict[str, Any],
     ceiling: float,
+    *,
+    unitless_factor: float | None = None,
 ) -> list[_Result]:
+    """`unitless_factor`: how a number sent with no unit converts (None: it is unreadable)."""
     out = []
     for resource in observations:
         loinc = _readable(resource, accepted, excluded)
@@ -147,9 +150,12 @@ def _results(
             continue
         number, comparator, raw, unit = _quantity(resource)
         key = _unit_key(unit, units) if unit else None
+        factor = units[key]["factor"] if key is not None else None
+        if not (unit or "").strip():
+            factor = unitless_factor
         converted = None
-        if number is not None and key is not None:
-            converted = number * units[key]["factor"]
+        if number is not None and factor is not None:
+            converted = number * factor
             if not 0 <= converted <= ceiling:
                 converted = None
         rid = resource.get("id")
@@ -201,6 +207,33 @@ def read_calcium_levels(observations: Iterable[Any]) -> tuple[CalciumLevel, ...]
     levels = [
         CalciumLevel(
             r.observation_id, r.loinc, r.status, r.when, r.converted, r.raw_value, r.raw_unit
+        )
+        for r in results
+    ]
+    return _newest_first(levels, lambda lvl: lvl.when)
+
+
+def read_inr_levels(observations: Iterable[Any]) -> tuple[InrLevel, ...]:
+    """INR results (a ratio: no unit, or {INR}/{ratio}/1), newest first."""
+    inr = _knowledge()["inr"]
+    results = _results(
+        observations,
+        _codes(inr["codes"]),
+        frozenset(),
+        inr["units_to_ratio"],
+        inr["plausible_max"]["value"],
+        unitless_factor=1.0 if inr["unitless_is_ratio"]["value"] else None,
+    )
+    levels = [
+        InrLevel(
+            r.observation_id,
+            r.loinc,
+            r.status,
+            r.when,
+            r.converted,
+            r.comparator,
+            r.raw_value,
+            r.raw_unit,
         )
         for r in results
     ]

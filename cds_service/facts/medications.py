@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from functools import cache, lru_cache
 from typing import Any
 
@@ -303,6 +304,35 @@ def _per_dose(
     return {}
 
 
+def _period(resource: dict, course: float | None) -> tuple[datetime | None, datetime | None]:
+    """(started, ended) of one use: what the resource states, never guessed beyond the course.
+
+    Statements: effectivePeriod, else effectiveDateTime as the start. Orders: the first
+    dosage's boundsPeriod, else authoredOn (DSTU2 dateWritten) as the start; an end not
+    stated is start + course length when the course is known.
+    """
+    if resource.get("resourceType") == "MedicationStatement":
+        period = resource.get("effectivePeriod")
+        if isinstance(period, dict):
+            return parse_instant(period.get("start")), parse_instant(period.get("end"))
+        return parse_instant(resource.get("effectiveDateTime")), None
+    started = ended = None
+    dosages = resource.get("dosageInstruction")
+    first = dosages[0] if isinstance(dosages, list) and dosages else dosages
+    timing = first.get("timing") if isinstance(first, dict) else None
+    repeat = timing.get("repeat") if isinstance(timing, dict) else None
+    bounds = repeat.get("boundsPeriod") if isinstance(repeat, dict) else None
+    if isinstance(bounds, dict):
+        started, ended = parse_instant(bounds.get("start")), parse_instant(bounds.get("end"))
+    started = started or parse_instant(resource.get("authoredOn") or resource.get("dateWritten"))
+    if ended is None and started is not None and course:
+        try:
+            ended = started + timedelta(days=course)
+        except (OverflowError, ValueError):  # a course beyond the calendar: end unknown
+            ended = None
+    return started, ended
+
+
 def read_medication(
     resource: Any,
     source: MedicationSource,
@@ -345,6 +375,7 @@ def read_medication(
             if per_day is not None and not dosing.single_administration(dosage):
                 daily.setdefault(family, []).append((dosage.get("sequence"), amount * per_day))
 
+    started, ended = _period(resource, course)
     name = next((t for t in texts if t.strip()), "unnamed product")
     rid = resource.get("id")
     return Medication(
@@ -365,4 +396,6 @@ def read_medication(
         course_days=course,
         authored=parse_instant(resource.get("authoredOn") or resource.get("dateWritten")),
         timing=timings[0] if len(timings) == 1 else None,
+        started=started,
+        ended=ended,
     )

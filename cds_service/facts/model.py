@@ -91,6 +91,24 @@ class CalciumLevel:
 
 
 @dataclass(frozen=True)
+class InrLevel:
+    """One INR result (a dimensionless ratio); `ratio` is None when it cannot be read."""
+
+    observation_id: str | None
+    loinc: str
+    status: str
+    when: datetime | None
+    ratio: float | None
+    comparator: str | None
+    raw_value: str | None
+    raw_unit: str | None
+
+    @property
+    def interpretable(self) -> bool:
+        return self.ratio is not None
+
+
+@dataclass(frozen=True)
 class IngredientAmount:
     """How much of one ingredient one unit of the product holds (tablet, capsule, mL, drop)."""
 
@@ -137,6 +155,11 @@ class Medication:
     authored: datetime | None = None
     # The schedule when the order has exactly one dosage with a plain timing.repeat (else None).
     timing: DoseTiming | None = None
+    # When the use started and ended, as far as the resource says (for the history picture):
+    # statements: effectivePeriod / effectiveDateTime; orders: boundsPeriod, else authoredOn
+    # and course length. None = not stated.
+    started: datetime | None = None
+    ended: datetime | None = None
 
     def has(self, *ingredients: Ingredient) -> bool:
         return any(i in self.ingredients for i in ingredients)
@@ -185,7 +208,11 @@ class Facts:
     patient: Patient | None
     vitamin_d_levels: tuple[VitaminDLevel, ...] = ()  # newest first
     calcium_levels: tuple[CalciumLevel, ...] = ()  # newest first
+    inr_levels: tuple[InrLevel, ...] = ()  # newest first
     medications: tuple[Medication, ...] = ()  # active requests and statements on file
+    # Requests and statements on file that were used before (completed, stopped, on-hold):
+    # for the history picture only; rules must not read them as current.
+    past_medications: tuple[Medication, ...] = ()
     drafts: tuple[Medication, ...] = ()  # draft orders in context (ours only)
     selections: tuple[str, ...] = ()  # order-select: "MedicationRequest/<id>" selected
     conditions: tuple[Condition, ...] = ()

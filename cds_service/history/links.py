@@ -1,0 +1,17 @@
+"""The CDS Hooks card link that opens the history picture (a SMART app link, CDS Hooks 2.0)."""
+
+from __future__ import annotations
+
+from ..config import Settings
+from .web import launch_url
+
+LABEL = "Vitamin D history"
+
+
+def history_link(settings: Settings) -> dict[str, str] | None:
+    """`{"label", "url", "type": "smart"}` for a card's `links`; None (omit it) when there is no
+    public base URL to build an absolute launch URL from."""
+    url = launch_url(settings)
+    if url is None:
+        return None
+    return {"label": LABEL, "url": url, "type": "smart"}
