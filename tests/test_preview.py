@@ -153,3 +153,19 @@ def test_every_fixture_patient_can_be_previewed_with_every_hook(client):
             assert reply.status_code == 200, (name, service, reply.get_json())
             topics = sorted(c["source"]["topic"]["code"] for c in reply.get_json()["cards"])
             assert topics == sorted(expected[name]["default"][service]), (name, service)
+
+
+def test_history_picture_of_a_fixture_patient(client):
+    reply = client.get("/preview/history/warfarin-d3k2-draft")
+    assert reply.status_code == 200 and reply.mimetype == "text/html"
+    html = reply.get_data(as_text=True)
+    assert "<title>Vitamin D history</title>" in html and "<svg" in html
+    assert "Warfarin Sodium 5 MG Oral Tablet" in html
+    assert reply.headers["Content-Security-Policy"].startswith("default-src 'none'")
+    assert client.get("/preview/history/nobody").status_code == 404
+
+
+def test_every_fixture_patient_has_a_history_picture(client):
+    for name in fixtures.names():
+        reply = client.get(f"/preview/history/{name}")
+        assert reply.status_code == 200, name

@@ -83,6 +83,13 @@ def test_accept_a_suggestion_and_send_feedback(make_app, settings, patient, topi
         assert _wait_feedback(driver, card).endswith("received 1, stored 1.")
         card_uuid = card.get_attribute("data-uuid")
         shot = save_screenshot(driver, f"preview-{patient}")
+        # the patient's history picture is one link away
+        history = driver.find_element(By.ID, "patient-history").get_attribute("href")
+        assert history == f"{live.url}/preview/history/{patient}"
+        driver.get(history)
+        assert driver.title == "Vitamin D history"
+        assert driver.find_elements(By.CSS_SELECTOR, "svg")
+        save_screenshot(driver, f"preview-history-{patient}")
 
     (row,) = store.feedback_for_card(card_uuid)
     assert row["outcome"] == "accepted" and row["topic"] == topic

@@ -10,9 +10,10 @@ markdown is rendered here by markdown-it-py with raw HTML disabled (`/preview/ma
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, Flask, jsonify, render_template, request
+from flask import Blueprint, Flask, Response, current_app, jsonify, render_template, request
 from markdown_it import MarkdownIt
 
 from .. import fixtures
@@ -105,6 +106,21 @@ def hook_request():
     return jsonify(fixture.request(service, "prefetch", drafts=drafts))
 
 
+@bp.get("/history/<name>")
+def history(name: str):
+    """The vitamin D history picture of a fixture patient (`cds-service history` as a page)."""
+    from ..history import picture_for_bundle, render_page
+    from ..history.web import PAGE_HEADERS
+
+    try:
+        fixture = fixtures.load(name)
+    except fixtures.FixtureError as exc:
+        raise NotFound("unknown patient", [str(exc)]) from None
+    guideline = current_app.extensions["vitd.runtime"].guideline
+    picture = picture_for_bundle(fixture.bundle, guideline, now=datetime.now(UTC))
+    return Response(render_page(picture), mimetype="text/html", headers=PAGE_HEADERS)
+
+
 @bp.post("/markdown")
 def markdown():
     body = request.get_json(silent=True)
@@ -123,9 +139,9 @@ def markdown():
 
 @bp.after_request
 def _headers(response):
-    response.headers["Content-Security-Policy"] = CSP
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers.setdefault("Content-Security-Policy", CSP)  # the history page sets its own
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
     return response
 
 

@@ -35,6 +35,7 @@
     $("patient-about").textContent = p.about;
     const list = $("patient-record");
     list.replaceChildren(...p.record.map((line) => el("li", {}, line)));
+    $("patient-history").href = urls.historyUrl.replace("PATIENT", encodeURIComponent(p.name));
     $("patient-drafts").textContent = p.drafts.length
       ? "Own draft orders: " + p.drafts.join("; ")
       : "No draft orders of its own.";
