@@ -180,7 +180,7 @@ def render(finding: Finding, guideline: Guideline, patient_id: str, now: datetim
     source["topic"] = {"system": TOPIC_SYSTEM, "code": finding.topic, "display": tpl.title}
     card: dict[str, Any] = {
         "uuid": str(ids.uuid4()),
-        "summary": _summary(tpl.summary.render(context)),
+        "summary": _summary(" ".join(tpl.summary.render(context).split())),
         "indicator": finding.indicator,
         "detail": tpl.detail.render(
             {**context, "citation": {"label": Markup(citation.label), "url": citation.url}}

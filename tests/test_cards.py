@@ -252,3 +252,20 @@ def test_a_level_reported_in_nmol_shows_both_units():
         {"ng_ml": 19.99, "comparator": None, "raw_value": "49.9", "raw_unit": "nmol/L"}
     )
     assert shown == "19.99 ng/mL (49.9 nmol/L as reported)"
+
+
+def test_detail_markdown_keeps_its_blocks_apart(produced):
+    """Lists end before the next paragraph and the source stands in its own paragraph, so a
+    markdown renderer does not run the text into a list item."""
+    for fixture, service, card in produced:
+        detail = card["detail"]
+        where = (fixture.name, service, card["source"]["topic"]["code"])
+        assert "\n\nSource: " in detail and detail.rstrip().endswith("."), where
+        lines = detail.split("\n")
+        for line, following in zip(lines, lines[1:], strict=False):
+            if line.startswith("- "):
+                assert following == "" or following.startswith(("- ", "  ")), (
+                    where,
+                    line,
+                    following,
+                )

@@ -256,3 +256,11 @@ def test_empiric_groups(age, pregnant, group):
 def test_empiric_exclusions(change, fires):
     f = facts(**{"age": 80, **change})
     assert bool(fired(evaluate(f, ES2024), "vitd-empiric")) is fires
+
+
+def test_osteoporosis_card_prefills_no_dose_when_calcium_must_be_watched():
+    f = facts(
+        age=70, levels=[level(32)], conditions=[condition(OSTEOPOROSIS), condition(SARCOIDOSIS)]
+    )
+    (found,) = fired(evaluate(f, DEFAULT), "osteoporosis-calcium-vitd")
+    assert found.proposals == () and found.data["calcium_watch"] is True

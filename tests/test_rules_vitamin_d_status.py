@@ -222,3 +222,35 @@ def test_es2024_has_no_level_thresholds_but_still_flags_toxicity():
 def test_deceased_patients_get_nothing():
     f = facts(levels=[level(5)], deceasedBoolean=True)
     assert evaluate(f, DEFAULT) == []
+
+
+def _calcium(mg_dl: float) -> dict:
+    return {
+        "resourceType": "Observation",
+        "id": f"ca-{mg_dl}",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "17861-6"}]},
+        "subject": {"reference": "Patient/pat-1"},
+        "effectiveDateTime": days_ago(5),
+        "valueQuantity": {"value": mg_dl, "unit": "mg/dL"},
+    }
+
+
+@pytest.mark.parametrize(
+    ("extra", "watch"),
+    [
+        ({"conditions": [condition("31541009")]}, True),  # sarcoidosis
+        ({"conditions": [condition("36348003")]}, True),  # primary hyperparathyroidism
+        ({"conditions": [condition("66931009")]}, True),  # hypercalcaemia
+        ({"calcium": 10.6}, True),
+        ({"calcium": 10.5}, False),
+        ({}, False),
+    ],
+)
+@pytest.mark.parametrize("value", [12, 25])
+def test_no_dose_is_prefilled_when_vitamin_d_needs_calcium_monitoring(extra, watch, value):
+    levels = [level(value)] + ([_calcium(extra["calcium"])] if "calcium" in extra else [])
+    f = facts(levels=levels, conditions=extra.get("conditions", ()))
+    (found,) = evaluate(f, DEFAULT)
+    assert found.data["calcium_watch"] is watch
+    assert bool(found.proposals) is not watch

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from datetime import timedelta
 
 from ..facts.model import (
+    CalciumLevel,
     ConditionCategory,
     Facts,
     Ingredient,
@@ -117,6 +118,30 @@ def on_vka(facts: Facts) -> bool:
 
 def has(facts: Facts, *categories: ConditionCategory) -> bool:
     return any(c in facts.categories for c in categories)
+
+
+# Vitamin D raises serum calcium further in these (contract §4, vitd-hypercalcemia-risk).
+HYPERCALCEMIA_RISKS = (
+    ConditionCategory.HYPERCALCEMIA,
+    ConditionCategory.SARCOIDOSIS,
+    ConditionCategory.PRIMARY_HYPERPARATHYROIDISM,
+)
+
+
+def latest_calcium(facts: Facts) -> CalciumLevel | None:
+    """The newest readable serum calcium."""
+    return next((c for c in facts.calcium_levels if c.mg_dl is not None), None)
+
+
+def calcium_raised(facts: Facts, g: Guideline) -> bool:
+    calcium = latest_calcium(facts)
+    threshold = g.safety_value("serum_calcium_above_mg_dl")
+    return calcium is not None and calcium.mg_dl is not None and calcium.mg_dl > threshold
+
+
+def needs_calcium_watch(facts: Facts, g: Guideline) -> bool:
+    """Vitamin D only with serum calcium monitoring: no dose is pre-filled for these patients."""
+    return has(facts, *HYPERCALCEMIA_RISKS) or calcium_raised(facts, g)
 
 
 def vitamin_d_only(med: Medication) -> bool:

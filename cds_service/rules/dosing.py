@@ -11,8 +11,8 @@
 
 from __future__ import annotations
 
-from ..facts.model import CalciumLevel, Facts, Ingredient, Medication, MedicationSource
 from ..facts.model import ConditionCategory as C
+from ..facts.model import Facts, Ingredient, Medication, MedicationSource
 from ..guideline import Guideline
 from . import common
 from .findings import Action, Create, Delete, Finding, LabOrder, MedicationOrder, Proposal
@@ -20,7 +20,6 @@ from .findings import Action, Create, Delete, Finding, LabOrder, MedicationOrder
 HIGH_DOSE = "vitd-high-dose"
 ERGOCALCIFEROL = "vitd-ergocalciferol"
 HYPERCALCEMIA = "vitd-hypercalcemia-risk"
-RISK_CATEGORIES = (C.HYPERCALCEMIA, C.SARCOIDOSIS, C.PRIMARY_HYPERPARATHYROIDISM)
 
 
 def _part(med: Medication) -> dict:
@@ -107,10 +106,6 @@ def ergocalciferol(facts: Facts, g: Guideline) -> Finding | None:
     return Finding(ERGOCALCIFEROL, "info", g.topics[ERGOCALCIFEROL].cite, data, proposals)
 
 
-def latest_calcium(facts: Facts) -> CalciumLevel | None:
-    return next((c for c in facts.calcium_levels if c.mg_dl is not None), None)
-
-
 def hypercalcemia_risk(facts: Facts, g: Guideline) -> Finding | None:
     drafted = _drafted_vitamin_d(facts)
     if not g.enabled(HYPERCALCEMIA) or not drafted:
@@ -118,11 +113,11 @@ def hypercalcemia_risk(facts: Facts, g: Guideline) -> Finding | None:
     conditions = [
         {"display": c.display or c.code[1], "code": c.code[1], "onset": c.onset}
         for c in facts.conditions
-        if any(cat in c.categories for cat in RISK_CATEGORIES)
+        if any(cat in c.categories for cat in common.HYPERCALCEMIA_RISKS)
     ]
     threshold = g.safety_value("serum_calcium_above_mg_dl")
-    calcium = latest_calcium(facts)
-    high = calcium is not None and calcium.mg_dl is not None and calcium.mg_dl > threshold
+    calcium = common.latest_calcium(facts)
+    high = common.calcium_raised(facts, g)
     if not conditions and not high:
         return None
     deletes = tuple(Delete(d.resource_type, d.id, d.name) for d in drafted if d.id is not None)

@@ -7,7 +7,6 @@ intermittent high doses. patient-view only.
 
 from __future__ import annotations
 
-from ..facts.model import ConditionCategory as C
 from ..facts.model import Facts
 from ..guideline import Guideline
 from . import common
@@ -35,7 +34,7 @@ def evaluate(facts: Facts, g: Guideline) -> list[Finding]:
     who = group(facts, g)
     if who is None:
         return []
-    if common.has(facts, C.HYPERCALCEMIA, C.SARCOIDOSIS, C.PRIMARY_HYPERPARATHYROIDISM):
+    if common.has(facts, *common.HYPERCALCEMIA_RISKS):
         return []
     daily_iu = common.daily_vitamin_d(facts.medications)
     if daily_iu >= g.empiric.already_on_daily_iu:

@@ -34,8 +34,9 @@ def _calcium_vitamin_d(facts: Facts, g: Guideline) -> Finding | None:
     if daily_iu >= minimum:
         return None
     deficient = common.deficient(facts, g)
+    calcium_watch = common.needs_calcium_watch(facts, g)
     proposals: tuple[Proposal, ...] = ()
-    if not deficient:
+    if not deficient and not calcium_watch:
         add = Schedule(int(math.ceil((minimum - daily_iu) / STEP_IU) * STEP_IU), "d", key="add")
         proposals = (Proposal("add", (Create(MedicationOrder(add)),), {"dose": add}),)
     data = {
@@ -43,6 +44,7 @@ def _calcium_vitamin_d(facts: Facts, g: Guideline) -> Finding | None:
         "minimum": minimum,
         "calcium_mg": common.daily_calcium(facts.medications),
         "deficient": deficient,
+        "calcium_watch": calcium_watch,
         "products": common.product_names(common.vitamin_d_products((*facts.medications, *drafts))),
     }
     return Finding(topic, "info", g.topics[topic].cite, data, proposals)

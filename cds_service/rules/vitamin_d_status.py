@@ -61,10 +61,11 @@ def _deficiency(facts: Facts, g: Guideline, level: VitaminDLevel) -> Finding | N
         "draft": None,
         "draft_iu": None,
         "already_treating": False,
+        "calcium_watch": common.needs_calcium_watch(facts, g),
     }
     if facts.hook == "patient-view":
-        if regimen is None:
-            proposals: tuple[Proposal, ...] = ()  # no birthDate: no age-dependent regimen
+        if regimen is None or data["calcium_watch"]:
+            proposals: tuple[Proposal, ...] = ()  # no birthDate, or vitamin D needs calcium watch
         elif active_iu >= min(c.daily_iu for c in regimen.courses):
             proposals = ()  # a correction-strength dose is already on file: never stack it
             data["already_treating"] = True
@@ -74,8 +75,8 @@ def _deficiency(facts: Facts, g: Guideline, level: VitaminDLevel) -> Finding | N
             "vitd-deficiency", "warning", g.topics["vitd-deficiency"].cite, data, proposals
         )
 
-    if regimen is None:
-        return None
+    if regimen is None or data["calcium_watch"]:
+        return None  # vitd-hypercalcemia-risk speaks for the draft
     loading = min(c.daily_iu for c in regimen.courses)
     drafts = common.vitamin_d_products(common.focus_drafts(facts))
     under = [d for d in drafts if d.vitamin_d_iu_per_day is not None]
@@ -100,13 +101,15 @@ def _insufficiency(facts: Facts, g: Guideline, level: VitaminDLevel) -> Finding 
     band = common.band(facts, g)
     dose = Schedule(int(g.dose("insufficiency_daily_iu")), "d", key="daily")
     proposals: tuple[Proposal, ...] = ()
-    if band in ("adult", "pregnancy") and active_iu < dose.daily_iu:
+    calcium_watch = common.needs_calcium_watch(facts, g)
+    if band in ("adult", "pregnancy") and active_iu < dose.daily_iu and not calcium_watch:
         proposals = (Proposal("daily", (Create(MedicationOrder(dose)),), {"dose": dose}),)
     data = {
         "level": level_data(level),
         "band": band,
         "active_iu": active_iu,
         "dose": dose,
+        "calcium_watch": calcium_watch,
         "threshold_low": g.level("deficiency_below_ng_ml"),
         "threshold": g.level("insufficiency_below_ng_ml"),
     }
