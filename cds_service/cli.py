@@ -208,7 +208,7 @@ def _post(url: str | None, path: str, body: bytes) -> tuple[int, dict[str, Any]]
             return reply.status_code, {"error": "the answer was not JSON"}
     from . import create_app
 
-    logging.getLogger().setLevel(logging.WARNING)
+    _quiet_in_process()
     settings = _settings().with_overrides(auth_disabled=True)  # in-process: no network caller
     app = create_app(settings)
     try:
@@ -217,6 +217,13 @@ def _post(url: str | None, path: str, body: bytes) -> tuple[int, dict[str, Any]]
     finally:
         app.extensions["vitd.runtime"].fhir.close()
         app.extensions["vitd.runtime"].store.dispose()
+
+
+def _quiet_in_process() -> None:
+    """In-process calls have no network caller: auth is off for them by design, so its
+    start-up warning would only mislead; other warnings still show."""
+    logging.getLogger().setLevel(logging.WARNING)
+    logging.getLogger("cds_service.auth").setLevel(logging.ERROR)
 
 
 def _read_drafts(path: Path) -> list[dict[str, Any]]:
@@ -445,7 +452,7 @@ def check(profiles: tuple[str, ...], patients: tuple[str, ...], no_prefetch: boo
     unknown = sorted(set(patients) - set(fixtures.names()))
     if unknown:
         raise click.BadParameter(f"no fixture named {', '.join(unknown)}", param_hint="--patient")
-    logging.getLogger().setLevel(logging.WARNING)
+    _quiet_in_process()
     planned = fixture_check.planned(patients or None, profiles or None)
     console = Console(highlight=False)
     server = None

@@ -215,3 +215,12 @@ def test_invoke_patient_against_a_running_service_without_prefetch(make_app, set
         )
     assert result.exit_code == 0, result.output
     assert _topics(result.output) == ["vka-vitamin-k-interaction"]
+
+
+def test_in_process_calls_do_not_warn_about_auth(cli_env, caplog):
+    """No network caller in-process: the 'authentication is disabled' warning would mislead."""
+    caplog.set_level("WARNING")
+    result = CliRunner().invoke(main, ["invoke", "vitamin-d-patient-view", "--patient", "adult-insufficient"])
+    assert result.exit_code == 0
+    assert not [r for r in caplog.records if "AUTHENTICATION IS DISABLED" in r.getMessage()]
+    assert "AUTHENTICATION IS DISABLED" not in result.output
