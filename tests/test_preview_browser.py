@@ -61,6 +61,7 @@ def test_accept_a_suggestion_and_send_feedback(make_app, settings, patient, topi
         live.serve(app)
         _run(driver, live.url, patient, "vitamin-d-order-sign")
         card = _card(driver, topic)
+        assert "null" not in card.text.split("\n")  # no absent part shown as text
         assert card.get_attribute("data-indicator") == "warning"
         assert card.find_element(By.CSS_SELECTOR, ".badge").text == "WARNING"
         border = card.value_of_css_property("border-left-color")

@@ -174,7 +174,7 @@
       });
       override = el("div", { class: "override" }, reasons.length ? select : null, dismiss);
     }
-    article.append(
+    const parts = [
       el(
         "header",
         {},
@@ -187,8 +187,9 @@
       suggestions,
       override,
       applied,
-      el("p", { class: "feedback-result", role: "status" })
-    );
+      el("p", { class: "feedback-result", role: "status" }),
+    ];
+    article.append(...parts.filter((part) => part !== null)); // optional parts may be absent
     return article;
   }
 
