@@ -70,9 +70,7 @@ def auth_settings(settings, tmp_path, trusted_signers) -> Settings:
     """JWT required; one trusted issuer with an inline JWK Set; public base URL behind a proxy."""
     from .jwt_helpers import ISS, PUBLIC_BASE, jwks, write_issuers
 
-    path = write_issuers(
-        tmp_path / "issuers.json", [{"iss": ISS, "jwks": jwks(*trusted_signers)}]
-    )
+    path = write_issuers(tmp_path / "issuers.json", [{"iss": ISS, "jwks": jwks(*trusted_signers)}])
     return settings.with_overrides(
         auth_disabled=False, trusted_issuers_file=path, public_base_url=PUBLIC_BASE
     )
@@ -86,3 +84,29 @@ def auth_app(make_app, auth_settings):
 @pytest.fixture
 def auth_client(auth_app):
     return auth_app.test_client()
+
+
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture
+def pg_url():
+    """A URL of the PostgreSQL at 127.0.0.1:5432 (database test) in a fresh schema, dropped after."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    from cds_service.store import normalise_url
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(normalise_url(PG_URL))
+    try:
+        with admin.begin() as connection:
+            connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        pytest.fail(f"PostgreSQL at 127.0.0.1:5432 (database test) is needed: {type(exc).__name__}")
+    yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    with admin.begin() as connection:
+        connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()

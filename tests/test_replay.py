@@ -14,33 +14,15 @@ import uuid
 
 import pytest
 import redis
-import sqlalchemy as sa
 
 from cds_service.auth import RedisReplayStore, jti_digest
-from cds_service.store import Store, normalise_url
+from cds_service.store import Store
 
 from .builders import hook_request, null_prefetch
 from .jwt_helpers import ISS, SERVICE, signer
 
-PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 PATH = f"/cds-services/{SERVICE}"
-
-
-@pytest.fixture
-def pg_url():
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(normalise_url(PG_URL))
-    try:
-        with admin.begin() as connection:
-            connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        pytest.fail(f"PostgreSQL at 127.0.0.1:5432 (database test) is needed: {type(exc).__name__}")
-    yield f"{PG_URL}?options=-csearch_path%3D{schema}"
-    with admin.begin() as connection:
-        connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
 
 
 @pytest.fixture
@@ -135,7 +117,9 @@ def test_simultaneous_replays_accept_exactly_one(two_workers):
         forget(kind, [jti])
 
 
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
 def test_database_replay_rows_expire(backend, tmp_path, request):
     url = f"sqlite:///{tmp_path / 'r.sqlite3'}"
     if backend == "postgresql":

@@ -7,7 +7,6 @@ PostgreSQL being unreachable is a failure with a printed reason, not a skip: CI 
 from __future__ import annotations
 
 import threading
-import uuid
 from datetime import UTC, datetime
 
 import pytest
@@ -15,7 +14,6 @@ import sqlalchemy as sa
 
 from cds_service.store import Store, normalise_url
 
-PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 
 
@@ -27,23 +25,12 @@ def store(request, tmp_path):
         yield s
         s.dispose()
         return
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(normalise_url(PG_URL))
-    try:
-        with admin.begin() as connection:
-            connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        pytest.fail(f"PostgreSQL at 127.0.0.1:5432 (database test) is needed: {type(exc).__name__}")
-    s = Store(f"{PG_URL}?options=-csearch_path%3D{schema}")
+    s = Store(request.getfixturevalue("pg_url"))
     try:
         s.migrate()
         yield s
     finally:
         s.dispose()
-        with admin.begin() as connection:
-            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 def accepted(card="card-1", suggestion="s-1", ts="2026-11-25T10:00:00Z"):
