@@ -174,17 +174,13 @@ def _results(
     return out
 
 
-def read_vitamin_d_levels(observations: Iterable[Any]) -> tuple[VitaminDLevel, ...]:
-    vd = _knowledge()["vitamin_d_25oh"]
-    results = _results(
-        observations,
-        _codes(vd["accepted"]),
-        _codes(vd["excluded"]),
-        vd["units_to_ng_ml"],
-        vd["plausible_max_ng_ml"]["value"],
-    )
+L = TypeVar("L", VitaminDLevel, InrLevel)
+
+
+def _levels(kind: type[L], results: list[_Result]) -> tuple[L, ...]:
+    """Results as `kind` (fields in _Result's order, the converted value in place), newest first."""
     levels = [
-        VitaminDLevel(
+        kind(
             r.observation_id,
             r.loinc,
             r.status,
@@ -197,6 +193,18 @@ def read_vitamin_d_levels(observations: Iterable[Any]) -> tuple[VitaminDLevel, .
         for r in results
     ]
     return _newest_first(levels, lambda lvl: lvl.when)
+
+
+def read_vitamin_d_levels(observations: Iterable[Any]) -> tuple[VitaminDLevel, ...]:
+    vd = _knowledge()["vitamin_d_25oh"]
+    results = _results(
+        observations,
+        _codes(vd["accepted"]),
+        _codes(vd["excluded"]),
+        vd["units_to_ng_ml"],
+        vd["plausible_max_ng_ml"]["value"],
+    )
+    return _levels(VitaminDLevel, results)
 
 
 def read_calcium_levels(observations: Iterable[Any]) -> tuple[CalciumLevel, ...]:
@@ -224,17 +232,4 @@ def read_inr_levels(observations: Iterable[Any]) -> tuple[InrLevel, ...]:
         inr["plausible_max"]["value"],
         unitless_factor=1.0 if inr["unitless_is_ratio"]["value"] else None,
     )
-    levels = [
-        InrLevel(
-            r.observation_id,
-            r.loinc,
-            r.status,
-            r.when,
-            r.converted,
-            r.comparator,
-            r.raw_value,
-            r.raw_unit,
-        )
-        for r in results
-    ]
-    return _newest_first(levels, lambda lvl: lvl.when)
+    return _levels(InrLevel, results)

@@ -11,6 +11,7 @@ from ..facts.model import (
     Facts,
     Ingredient,
     Medication,
+    MedicationSource,
     VitaminDLevel,
 )
 from ..guideline import Guideline, Regimen, Schedule
@@ -149,15 +150,23 @@ def vitamin_d_only(med: Medication) -> bool:
     return bool(med.ingredients) and all(i.is_vitamin_d for i in med.ingredients)
 
 
-def product_names(meds: Iterable[Medication]) -> list[dict]:
-    return [
-        {
-            "name": m.name,
-            "daily_iu": m.vitamin_d_iu_per_day,
-            "source": str(m.source),
-        }
-        for m in meds
-    ]
+def describe(med: Medication) -> dict:
+    """What a card says about one product: name, code, where it is on file, its doses."""
+    return {
+        "name": med.name,
+        "code": product_code(med),
+        "draft": med.source is MedicationSource.DRAFT,
+        "statement": med.source is MedicationSource.STATEMENT,
+        "daily_iu": med.vitamin_d_iu_per_day,
+        "dose_iu": med.vitamin_d_iu_per_dose if med.has_vitamin_d else None,
+        "k_ug_per_dose": med.vitamin_k_ug_per_dose,
+        "k_ug_per_day": med.vitamin_k_ug_per_day,
+        "calcium": med.has(Ingredient.CALCIUM),
+    }
+
+
+def describe_all(meds: Iterable[Medication]) -> list[dict]:
+    return [describe(m) for m in meds]
 
 
 def same_schedule(med: Medication, key: str) -> Schedule | None:

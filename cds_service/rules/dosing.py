@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 from ..facts.model import ConditionCategory as C
-from ..facts.model import Facts, Ingredient, Medication, MedicationSource
+from ..facts.model import Facts, Ingredient, Medication
 from ..guideline import Guideline
 from . import common
 from .findings import Action, Create, Delete, Finding, LabOrder, MedicationOrder, Proposal
@@ -20,17 +20,6 @@ from .findings import Action, Create, Delete, Finding, LabOrder, MedicationOrder
 HIGH_DOSE = "vitd-high-dose"
 ERGOCALCIFEROL = "vitd-ergocalciferol"
 HYPERCALCEMIA = "vitd-hypercalcemia-risk"
-
-
-def _part(med: Medication) -> dict:
-    return {
-        "name": med.name,
-        "code": common.product_code(med),
-        "draft": med.source is MedicationSource.DRAFT,
-        "statement": med.source is MedicationSource.STATEMENT,
-        "daily_iu": med.vitamin_d_iu_per_day,
-        "dose_iu": med.vitamin_d_iu_per_dose,
-    }
 
 
 def _drafted_vitamin_d(facts: Facts) -> list[Medication]:
@@ -68,9 +57,9 @@ def high_dose(facts: Facts, g: Guideline) -> Finding | None:
     level = common.latest_valid(facts, within_days=window)
     data = {
         "total": total,
-        "parts": [_part(m) for m in orders],
+        "parts": [common.describe(m) for m in orders],
         "unknown": [m.name for m in orders if m.vitamin_d_iu_per_day is None],
-        "single": [_part(m) for m in single],
+        "single": [common.describe(m) for m in single],
         "single_ceiling": single_ceiling,
         "over_absolute": over_absolute,
         "over_ceiling": over_ceiling,
@@ -102,7 +91,7 @@ def ergocalciferol(facts: Facts, g: Guideline) -> Finding | None:
         ]
         replaced.append({"name": draft.name, "dose": schedule})
     proposals = (Proposal("replace", tuple(actions), {"replaced": replaced}),) if actions else ()
-    data = {"drafts": [_part(d) for d in drafted], "replaced": replaced, "kept": kept}
+    data = {"drafts": [common.describe(d) for d in drafted], "replaced": replaced, "kept": kept}
     return Finding(ERGOCALCIFEROL, "info", g.topics[ERGOCALCIFEROL].cite, data, proposals)
 
 
@@ -126,7 +115,7 @@ def hypercalcemia_risk(facts: Facts, g: Guideline) -> Finding | None:
         check,
     )
     data = {
-        "drafts": [_part(d) for d in drafted],
+        "drafts": [common.describe(d) for d in drafted],
         "conditions": conditions,
         "calcium": (
             {

@@ -45,7 +45,7 @@ def _calcium_vitamin_d(facts: Facts, g: Guideline) -> Finding | None:
         "calcium_mg": common.daily_calcium(facts.medications),
         "deficient": deficient,
         "calcium_watch": calcium_watch,
-        "products": common.product_names(common.vitamin_d_products((*facts.medications, *drafts))),
+        "products": common.describe_all(common.vitamin_d_products((*facts.medications, *drafts))),
     }
     return Finding(topic, "info", g.topics[topic].cite, data, proposals)
 

@@ -56,7 +56,7 @@ def _deficiency(facts: Facts, g: Guideline, level: VitaminDLevel) -> Finding | N
         "band": common.band(facts, g),
         "regimen": regimen,
         "active_iu": active_iu,
-        "active": common.product_names(common.vitamin_d_products(facts.medications)),
+        "active": common.describe_all(common.vitamin_d_products(facts.medications)),
         "threshold": g.level("deficiency_below_ng_ml"),
         "draft": None,
         "draft_iu": None,
@@ -83,7 +83,7 @@ def _deficiency(facts: Facts, g: Guideline, level: VitaminDLevel) -> Finding | N
     if not under or common.daily_vitamin_d(under) + active_iu >= loading:
         return None
     replace = tuple(d for d in under if common.vitamin_d_only(d))
-    data["draft"] = common.product_names(under)
+    data["draft"] = common.describe_all(under)
     data["draft_iu"] = common.daily_vitamin_d(under)
     return Finding(
         "vitd-deficiency",
@@ -130,8 +130,8 @@ def _high(facts: Facts, g: Guideline, level: VitaminDLevel) -> Finding | None:
         "level": level_data(level),
         "critical": critical,
         "threshold": g.level("critical_above_ng_ml" if critical else "high_above_ng_ml"),
-        "active": common.product_names(common.vitamin_d_products(facts.medications)),
-        "draft": common.product_names(drafts),
+        "active": common.describe_all(common.vitamin_d_products(facts.medications)),
+        "draft": common.describe_all(drafts),
     }
     return Finding(
         "vitd-high-level",

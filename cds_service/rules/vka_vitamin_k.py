@@ -56,19 +56,6 @@ def is_reversal(med: Medication, g: Guideline) -> bool:
     return bool(_reversal_names().search(med.name))
 
 
-def _describe(med: Medication) -> dict:
-    return {
-        "name": med.name,
-        "code": common.product_code(med),
-        "draft": med.source is MedicationSource.DRAFT,
-        "statement": med.source is MedicationSource.STATEMENT,
-        "k_ug_per_dose": med.vitamin_k_ug_per_dose,
-        "k_ug_per_day": med.vitamin_k_ug_per_day,
-        "d_iu_per_dose": med.vitamin_d_iu_per_dose if med.has_vitamin_d else None,
-        "calcium": med.has(Ingredient.CALCIUM),
-    }
-
-
 def _involved(facts: Facts) -> tuple[list[Medication], list[Medication]] | None:
     """(VKA products, vitamin K products) when the topic applies to this call, else None."""
     meds = common.unique((*facts.medications, *facts.drafts))
@@ -120,7 +107,7 @@ def evaluate(facts: Facts, g: Guideline) -> list[Finding]:
     supplements = [m for m in vitamin_k if not is_reversal(m, g)]
     days = int(g.safety_value("inr_check_within_days"))
     base = {
-        "vkas": [_describe(m) for m in vkas],
+        "vkas": [common.describe(m) for m in vkas],
         "vka_drafted": any(m.source is MedicationSource.DRAFT for m in vkas),
         "inr_days": days,
         "reversal_min_mg": g.safety_value("phytonadione_reversal_min_mg"),
@@ -134,14 +121,14 @@ def evaluate(facts: Facts, g: Guideline) -> list[Finding]:
         proposals = (remove, inr) if remove else (inr,)
         data = {
             **base,
-            "products": [_describe(m) for m in supplements],
+            "products": [common.describe(m) for m in supplements],
             "k_drafted": bool(drafted),
             "not_replaced": not_replaced,
             "calcium_dropped": any(m.has(Ingredient.CALCIUM) for m in drafted),
         }
         findings.append(Finding(TOPIC, "warning", g.topics[TOPIC].cite, data, proposals))
     if reversal:
-        data = {**base, "products": [_describe(m) for m in reversal]}
+        data = {**base, "products": [common.describe(m) for m in reversal]}
         cite = g.safety["phytonadione_reversal_min_mg"].cite
         findings.append(Finding(TOPIC, "info", cite, data))
     return findings
