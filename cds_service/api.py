@@ -65,9 +65,9 @@ def _json_body() -> Any:
     mimetype = request.mimetype or ""
     if mimetype != "application/json" and not mimetype.endswith("+json"):
         raise UnsupportedMediaType()
-    body = parse_json(request.get_data(cache=False))
-    limits.check_depth(body, _settings().max_json_depth)
-    return body
+    raw = request.get_data(cache=False)
+    limits.check_depth(raw, _settings().max_json_depth)  # before the parser sees it
+    return parse_json(raw)
 
 
 def _checked(service_id: str, schema: str, error: str) -> tuple[ServiceSpec, Any, Caller]:

@@ -274,14 +274,13 @@ class FhirClient:
         except requests.RequestException as error:
             raise FetchError(_request_failure(error, deadline)) from None
         try:
-            body = json.loads(raw)
-        except (ValueError, RecursionError):
-            raise FetchError("invalid JSON") from None
-        try:
-            check_depth(body, settings.max_json_depth)
+            check_depth(raw, settings.max_json_depth)  # before the parser sees it
         except LimitExceeded:
             raise FetchError("nested too deeply") from None
-        return body
+        try:
+            return json.loads(raw)
+        except (ValueError, RecursionError):
+            raise FetchError("invalid JSON") from None
 
     def check_server(self, base_url: str) -> None:
         """`check_url` for a caller's fhirServer (gather runs it before any query)."""

@@ -464,7 +464,7 @@ SMALL_CAP = replace(FAST, max_response_bytes=1000)
         pytest.param(Reply(status=404, body=operation_outcome()), FAST, "not found", id="404"),
         pytest.param(Reply(body="{not json"), FAST, "invalid JSON", id="invalid JSON"),
         pytest.param(Reply(body=b"\xff\xfe\x00"), FAST, "invalid JSON", id="not UTF-8"),
-        pytest.param(Reply(body="[" * 100_000), FAST, "invalid JSON", id="too deeply nested"),
+        pytest.param(Reply(body="[" * 100_000), FAST, "nested too deeply", id="too deeply nested"),
         pytest.param(Reply(body=""), FAST, "invalid JSON", id="empty body"),
         pytest.param(Reply(body=[1, 2]), FAST, "not a FHIR resource", id="JSON list"),
         pytest.param(Reply(body={"error": "x"}), FAST, "not a FHIR resource", id="no resourceType"),

@@ -6,6 +6,8 @@ import json
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cds_service.config import ConfigError, Settings
 from cds_service.limits import json_depth
@@ -30,16 +32,51 @@ def nested(depth: int) -> dict:
     return value
 
 
+def parsed_depth(value) -> int:
+    """The reference: depth of a parsed value, walked recursively."""
+    if isinstance(value, dict):
+        return 1 + max(map(parsed_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(parsed_depth, value), default=0)
+    return 0
+
+
 @pytest.mark.parametrize(
     ("value", "depth"),
-    [(1, 0), ("x", 0), ([], 1), ({}, 1), ({"a": [1, {"b": []}]}, 4), (nested(50), 50)],
+    [
+        (1, 0),
+        ("x", 0),
+        ([], 1),
+        ({}, 1),
+        ({"a": [1, {"b": []}]}, 4),
+        (nested(50), 50),
+        # brackets, quotes and backslashes inside strings are text, not nesting
+        ({"[[[": "]]]{{{", "k": ["\\", "\\\"[", '"}}'], "q": '\\"'}, 2),
+        ("[[[[[", 0),
+        (["\\", ["\\\\"], {"x": "\\\\\\\"]]]"}], 2),
+    ],
 )
-def test_json_depth(value, depth):
-    assert json_depth(value, 1000) == depth
+def test_json_depth_reads_the_text(value, depth):
+    assert parsed_depth(value) == depth  # the table itself is right
+    text = json.dumps(value)
+    assert json_depth(text) == depth
+    assert json_depth(text.encode()) == depth
+    assert json_depth(json.dumps(value, ensure_ascii=False, indent=2).encode()) == depth
 
 
-def test_json_depth_stops_counting_early():
-    assert json_depth(nested(5000), 10) == 11
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(alphabet='[]{}"\\ ab\u00e9\n'),
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.text(alphabet='[]{}"\\ k'), inner, max_size=4),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values)
+def test_json_depth_of_any_text_is_the_depth_of_its_value(value):
+    assert json_depth(json.dumps(value)) == parsed_depth(value)
+    assert json_depth(json.dumps(value, ensure_ascii=False).encode()) == parsed_depth(value)
 
 
 def test_nesting_deeper_than_the_limit_is_a_400(client):
@@ -53,11 +90,20 @@ def test_nesting_deeper_than_the_limit_is_a_400(client):
     }
 
 
-def test_nesting_beyond_the_parser_is_a_400(client):
+def test_nesting_beyond_the_parser_is_a_400_before_parsing(client, monkeypatch):
+    import cds_service.api
+
+    def parser_must_not_run(raw):
+        raise AssertionError("the parser saw a body nested too deeply")
+
+    monkeypatch.setattr(cds_service.api, "parse_json", parser_must_not_run)
     raw = b'{"hook":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     reply = post(client, PV, raw)
     assert reply.status_code == 400
-    assert reply.get_json()["details"] == ["nested too deeply"]
+    assert reply.get_json() == {
+        "error": "request exceeds a limit",
+        "details": ["JSON nested deeper than 64 levels"],
+    }
 
 
 def test_nesting_limit_on_feedback(client):

@@ -86,6 +86,18 @@ def test_migrate_twice_is_a_no_op(store):
     assert store.ping() is True
 
 
+def test_sqlite_runs_wal_without_an_fsync_per_commit(tmp_path):
+    s = Store(f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    try:
+        with s.engine.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            # 1 = NORMAL (2 = FULL, the default, syncs on every commit)
+            assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1
+        assert s.engine.pool._pre_ping is False  # a file: nothing to ping before each use
+    finally:
+        s.dispose()
+
+
 def test_ping_is_false_for_an_unreachable_database():
     s = Store("postgresql://postgres@127.0.0.1:1/test?connect_timeout=1")
     try:
