@@ -25,6 +25,8 @@ so loudly, and is refused on non-loopback binds (`check_bind`).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import ipaddress
 import json
@@ -34,6 +36,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -410,11 +413,7 @@ class Authenticator:
         token = _bearer(authorization)
         if not self.issuers:
             raise AuthRejected(Rejection.NOT_CONFIGURED)
-        try:
-            header = jwt.get_unverified_header(token)
-            unverified = jwt.decode(token, options={"verify_signature": False})
-        except jwt.PyJWTError:
-            raise AuthRejected(Rejection.MALFORMED) from None
+        header, unverified = _peek(token)
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in ALGORITHMS:
             raise AuthRejected(Rejection.ALG_NOT_ALLOWED)
@@ -531,10 +530,34 @@ def _bearer(authorization: str | None) -> str:
     return token
 
 
+def _segment(segment: str) -> dict:
+    raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    value = json.loads(raw)
+    if not isinstance(value, dict):
+        raise ValueError("not a JSON object")
+    return value
+
+
+def _peek(token: str) -> tuple[dict, dict]:
+    """(header, claims) of `token`, unverified: only to choose the issuer and key. One cheap
+    read; `jwt.decode` in `_decode` then parses and checks everything for real."""
+    head, payload, _signature = token.split(".")  # `_bearer` made sure there are three
+    try:
+        return _segment(head), _segment(payload)
+    except (ValueError, TypeError, binascii.Error, RecursionError):
+        raise AuthRejected(Rejection.MALFORMED) from None
+
+
 def _public_key(jwk: dict, alg: str) -> Any:
     """The public key of `jwk` for `alg`'s family (RSA or EC); never an HMAC secret."""
+    return _parsed_key(json.dumps(jwk, sort_keys=True), alg)
+
+
+@lru_cache(maxsize=64)
+def _parsed_key(jwk_json: str, alg: str) -> Any:
+    """Parsing a JWK costs more than checking a signature with it: once per key and family."""
     family = {"ES": ECAlgorithm, "PS": RSAPSSAlgorithm}.get(alg[:2], RSAAlgorithm)
-    key = family.from_jwk(jwk)
+    key = family.from_jwk(jwk_json)
     return key.public_key() if hasattr(key, "private_bytes") else key
 
 

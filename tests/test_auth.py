@@ -82,6 +82,35 @@ def test_signed_tokens_are_accepted(auth_client, alg):
     assert reply.get_json() == {"cards": []}
 
 
+@pytest.mark.parametrize("alg", ["ES384", "RS384"])
+def test_a_trusted_key_is_parsed_once_not_per_call(auth_client, alg, monkeypatch):
+    from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+
+    from cds_service import auth
+
+    auth._parsed_key.cache_clear()
+    family = ECAlgorithm if alg.startswith("ES") else RSAAlgorithm
+    parsed = []
+    original = family.from_jwk
+    monkeypatch.setattr(family, "from_jwk", lambda jwk: parsed.append(1) or original(jwk))
+    for _ in range(3):
+        assert call(auth_client, signer(alg).sign()).status_code == 200
+    assert len(parsed) == 1
+    # a key it was not given is still refused: the cache is keyed by the key itself
+    other = signer(alg, kid=signer(alg).kid, n=1).sign()
+    assert call(auth_client, other).status_code == 401
+
+
+@pytest.mark.parametrize(
+    "head",
+    ["bm90IGpzb24", "W10", "IkVTMzg0Ig", "e30"],  # not JSON, [], "ES384", {}
+)
+def test_a_header_that_is_not_a_usable_json_object_is_malformed(auth_client, caplog, head):
+    token = f"{head}.{b64(claims())}.{b64(b'sig')}"
+    reason = Rejection.ALG_NOT_ALLOWED if head == "e30" else Rejection.MALFORMED
+    assert_refused(call(auth_client, token), caplog, reason, token)
+
+
 def test_aud_as_an_array_containing_the_endpoint(auth_client):
     token = signer().sign(aud=["https://other.example.org", SERVICE_URL])
     assert call(auth_client, token).status_code == 200
