@@ -42,8 +42,8 @@ def json_depth(raw: bytes | str) -> int:
         data = data.replace(b"\\\\", b"")
     if b'\\"' in data:
         data = data.replace(b'\\"', b"")
-    outside = b"".join(data.split(b'"')[::2])
-    return max(accumulate(map(_STEP.__getitem__, outside.translate(None, _NOT_BRACKETS))), default=0)
+    brackets = b"".join(data.split(b'"')[::2]).translate(None, _NOT_BRACKETS)
+    return max(accumulate(map(_STEP.__getitem__, brackets)), default=0)
 
 
 def check_depth(raw: bytes | str, max_depth: int) -> None:

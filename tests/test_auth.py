@@ -57,7 +57,9 @@ def call(client, token: str | None, *, path: str = PATH, body: dict | None = Non
     elif token is not None:
         headers["Authorization"] = f"Bearer {token}"
     body = body if body is not None else hook_request(prefetch=null_prefetch())
-    return client.post(path, data=json.dumps(body), content_type="application/json", headers=headers)
+    return client.post(
+        path, data=json.dumps(body), content_type="application/json", headers=headers
+    )
 
 
 def rejections(caplog) -> list[str]:
@@ -513,7 +515,10 @@ def test_unlisted_jku_over_http(auth_client, caplog):
         ([{"iss": ISS, "jwks_url": "https://e/k", "jku_allowed": "https://e/j"}], "list of URLs"),
         ([{"iss": ISS, "jwks_url": "https://e/k", "jku_allowed": ["ftp://e/j"]}], "https URL"),
         ([{"iss": ISS, "jwks_url": "https://e/k", "audience": "x"}], "unknown fields"),
-        ([{"iss": ISS, "jwks_url": "https://e/k"}, {"iss": ISS, "jwks_url": "https://e/l"}], "repeats"),
+        (
+            [{"iss": ISS, "jwks_url": "https://e/k"}, {"iss": ISS, "jwks_url": "https://e/l"}],
+            "repeats",
+        ),
     ],
 )
 def test_bad_issuer_file_stops_the_service(tmp_path, data, message):
@@ -546,8 +551,11 @@ def test_good_issuer_file(tmp_path):
         tmp_path / "i.json",
         [
             {"iss": ISS, "jwks": jwks(signer())},
-            {"iss": "https://epic.example.org", "jwks_url": "https://epic.example.org/keys",
-             "jku_allowed": ["https://epic.example.org/jku"]},
+            {
+                "iss": "https://epic.example.org",
+                "jwks_url": "https://epic.example.org/keys",
+                "jku_allowed": ["https://epic.example.org/jku"],
+            },
         ],
     )
     issuers = load_issuers(path)
@@ -561,8 +569,11 @@ def test_good_issuer_file(tmp_path):
 @pytest.mark.parametrize(
     ("env", "field", "expected"),
     [
-        ({"CDS_PUBLIC_BASE_URL": "https://cds.example.org/vitd/"}, "public_base_url",
-         "https://cds.example.org/vitd"),
+        (
+            {"CDS_PUBLIC_BASE_URL": "https://cds.example.org/vitd/"},
+            "public_base_url",
+            "https://cds.example.org/vitd",
+        ),
         ({"REDIS_URL": "redis://127.0.0.1:6379/0"}, "redis_url", "redis://127.0.0.1:6379/0"),
         ({"CDS_TRUSTED_ISSUERS_FILE": "/etc/x.json"}, "trusted_issuers_file", "/etc/x.json"),
     ],
@@ -644,7 +655,9 @@ def test_serve_refuses_a_bad_issuer_file_before_starting(tmp_path, monkeypatch):
 
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
-    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=4), kids, max_size=3),
+    lambda kids: (
+        st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=4), kids, max_size=3)
+    ),
     max_leaves=8,
 )
 _now = int(time.time())
@@ -676,7 +689,9 @@ _claims = st.fixed_dictionaries({}, optional=_claim_values)
 )
 def test_any_unsigned_token_is_refused_never_raises(header, payload, signature):
     auth = authenticator([{"iss": ISS, "jwks": jwks(signer("ES384"), signer("RS384"))}], Clock())
-    token = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(payload).encode())}.{b64(signature)}"
+    token = (
+        f"{b64(json.dumps(header).encode())}.{b64(json.dumps(payload).encode())}.{b64(signature)}"
+    )
     with pytest.raises(AuthRejected):
         verify(auth, token)
 
@@ -691,7 +706,9 @@ def test_any_unsigned_token_is_refused_never_raises(header, payload, signature):
 def test_any_claims_signed_by_a_trusted_key_are_accepted_or_refused(payload, alg):
     """Real signatures over arbitrary claims reach claim validation; it refuses or accepts."""
     auth = authenticator([{"iss": ISS, "jwks": jwks(signer("ES384"), signer("RS384"))}], Clock())
-    token = jwt.encode(payload, signer(alg).private_key, algorithm=alg, headers={"kid": signer(alg).kid})
+    token = jwt.encode(
+        payload, signer(alg).private_key, algorithm=alg, headers={"kid": signer(alg).kid}
+    )
     try:
         caller = verify(auth, token)
     except AuthRejected:
@@ -700,7 +717,9 @@ def test_any_claims_signed_by_a_trusted_key_are_accepted_or_refused(payload, alg
     assert payload["iss"] == ISS and isinstance(payload["jti"], str) and payload["jti"]
     assert SERVICE_URL in ([payload["aud"]] if isinstance(payload["aud"], str) else payload["aud"])
     assert payload["exp"] <= time.time() + 3600 + 60
-    assert caller.tenant == (payload.get("tenant") if isinstance(payload.get("tenant"), str) else None)
+    assert caller.tenant == (
+        payload.get("tenant") if isinstance(payload.get("tenant"), str) else None
+    )
 
 
 def test_rejections_are_counted_by_reason_in_metrics(auth_client):

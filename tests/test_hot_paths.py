@@ -125,3 +125,86 @@ def test_ids_are_version_4_and_unique_across_a_fork():
     os.close(write)
     assert child != parent_next
     assert len({ids.uuid4() for _ in range(1000)}) == 1000
+
+
+# --- order resources: validated in full once per order, not once per call --------------------
+
+
+@pytest.fixture
+def model_parses(monkeypatch):
+    """Counts full R4B validations, by resource type."""
+    from cds_service import orders
+
+    orders._valid_orders.clear()
+    seen: list[str] = []
+    original = orders.validated
+
+    def counting(resource):
+        seen.append(resource["resourceType"])
+        return original(resource)
+
+    monkeypatch.setattr(orders, "validated", counting)
+    yield seen
+    orders._valid_orders.clear()
+
+
+NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+
+
+def test_an_order_is_validated_in_full_once_then_trusted(model_parses):
+    from cds_service.guideline import Schedule
+    from cds_service.orders import build
+    from cds_service.rules.findings import LabOrder, MedicationOrder
+
+    course = MedicationOrder(Schedule(dose_iu=50_000, every="wk", weeks=8, key="course"))
+    later = MedicationOrder(Schedule(dose_iu=1_000, every="d"), starts_after_weeks=8)
+    lab = LabOrder("vitamin-d-25oh", due_in_days=90)
+    first = [build(order, "p-1", NOW) for order in (course, later, lab)]
+    assert model_parses == ["MedicationRequest", "MedicationRequest", "ServiceRequest"]
+    again = [build(order, f"other-{n}", NOW) for n, order in enumerate((course, later, lab))]
+    assert len(model_parses) == 3  # same orders, other patients: nothing parsed again
+    # ... and what they built differs only where it must, and is valid FHIR anyway
+    for a, b in zip(first, again, strict=True):
+        assert a["subject"] != b["subject"] and a["id"] != b["id"]
+        assert {k: v for k, v in a.items() if k not in ("subject", "id")} == {
+            k: v for k, v in b.items() if k not in ("subject", "id")
+        }
+    from fhir.resources.R4B.medicationrequest import MedicationRequest
+    from fhir.resources.R4B.servicerequest import ServiceRequest
+
+    for resource in again:
+        model = (
+            MedicationRequest if resource["resourceType"] == "MedicationRequest" else ServiceRequest
+        )
+        model.model_validate(resource)
+    build(MedicationOrder(Schedule(dose_iu=2_000, every="d")), "p-1", NOW)
+    assert len(model_parses) == 4  # a new order is validated
+
+
+def test_a_patient_id_that_is_not_a_fhir_id_is_validated_every_time(model_parses):
+    from cds_service.guideline import Schedule
+    from cds_service.orders import build
+    from cds_service.rules.findings import MedicationOrder
+
+    order = MedicationOrder(Schedule(dose_iu=1_000, every="d"))
+    for _ in range(3):
+        build(order, "not a FHIR id/..", NOW)
+    assert len(model_parses) == 3
+
+
+def test_an_invalid_order_resource_is_never_remembered_as_valid(model_parses, monkeypatch):
+    from cds_service import orders
+    from cds_service.guideline import Schedule
+    from cds_service.rules.findings import MedicationOrder
+
+    original = orders.medication_request
+    monkeypatch.setattr(
+        orders,
+        "medication_request",
+        lambda *a: {**original(*a), "subject": "Patient/p-1"},  # not a Reference
+    )
+    order = MedicationOrder(Schedule(dose_iu=1_000, every="d"))
+    for _ in range(2):
+        with pytest.raises(orders.InvalidResource):
+            orders.build(order, "p-1", NOW)
+    assert order not in orders._valid_orders

@@ -51,9 +51,9 @@ def parsed_depth(value) -> int:
         ({"a": [1, {"b": []}]}, 4),
         (nested(50), 50),
         # brackets, quotes and backslashes inside strings are text, not nesting
-        ({"[[[": "]]]{{{", "k": ["\\", "\\\"[", '"}}'], "q": '\\"'}, 2),
+        ({"[[[": "]]]{{{", "k": ["\\", '\\"[', '"}}'], "q": '\\"'}, 2),
         ("[[[[[", 0),
-        (["\\", ["\\\\"], {"x": "\\\\\\\"]]]"}], 2),
+        (["\\", ["\\\\"], {"x": '\\\\\\"]]]'}], 2),
     ],
 )
 def test_json_depth_reads_the_text(value, depth):
@@ -66,8 +66,10 @@ def test_json_depth_reads_the_text(value, depth):
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(alphabet='[]{}"\\ ab\u00e9\n'),
-    lambda inner: st.lists(inner, max_size=4)
-    | st.dictionaries(st.text(alphabet='[]{}"\\ k'), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(alphabet='[]{}"\\ k'), inner, max_size=4)
+    ),
     max_leaves=30,
 )
 
@@ -123,12 +125,24 @@ def drafts(n: int) -> list[dict]:
 
 def test_too_many_draft_orders(make_app, settings):
     client = make_app(settings.with_overrides(max_draft_orders=5)).test_client()
-    ok = post(client, SIGN, hook_request("vitamin-d-order-sign", prefetch=null_prefetch(), drafts=drafts(5)))
+    ok = post(
+        client,
+        SIGN,
+        hook_request("vitamin-d-order-sign", prefetch=null_prefetch(), drafts=drafts(5)),
+    )
     assert ok.status_code == 200
-    reply = post(client, SIGN, hook_request("vitamin-d-order-sign", prefetch=null_prefetch(), drafts=drafts(6)))
+    reply = post(
+        client,
+        SIGN,
+        hook_request("vitamin-d-order-sign", prefetch=null_prefetch(), drafts=drafts(6)),
+    )
     assert reply.status_code == 400
     assert reply.get_json()["details"] == ["context.draftOrders: 6 entries, at most 5"]
-    select = post(client, SELECT, hook_request("vitamin-d-order-select", prefetch=null_prefetch(), drafts=drafts(6)))
+    select = post(
+        client,
+        SELECT,
+        hook_request("vitamin-d-order-select", prefetch=null_prefetch(), drafts=drafts(6)),
+    )
     assert select.get_json()["details"] == [
         "context.draftOrders: 6 entries, at most 5",
         "context.selections: 6 items, at most 5",
@@ -138,7 +152,9 @@ def test_too_many_draft_orders(make_app, settings):
 def test_too_many_prefetch_entries(make_app, settings):
     client = make_app(settings.with_overrides(max_prefetch_entries=10)).test_client()
     prefetch = null_prefetch()
-    prefetch["observations"] = searchset(*[{"resourceType": "Observation", "id": f"o{i}"} for i in range(9)])
+    prefetch["observations"] = searchset(
+        *[{"resourceType": "Observation", "id": f"o{i}"} for i in range(9)]
+    )
     prefetch["patient"] = {"resourceType": "Patient", "id": "pat-1"}
     assert post(client, PV, hook_request(prefetch=prefetch)).status_code == 200
     prefetch["conditions"] = {"resourceType": "Condition", "id": "c"}
@@ -153,7 +169,10 @@ def test_body_over_the_size_limit_is_a_413(make_app, settings):
     body["context"]["pad"] = "x" * 5000
     reply = post(client, PV, body)
     assert reply.status_code == 413
-    assert reply.get_json() == {"error": "request entity too large", "details": ["at most 4096 bytes"]}
+    assert reply.get_json() == {
+        "error": "request entity too large",
+        "details": ["at most 4096 bytes"],
+    }
 
 
 def _fetch_observations(client, stub, reply: Reply):
@@ -164,7 +183,9 @@ def _fetch_observations(client, stub, reply: Reply):
 
 def test_deeply_nested_fhir_response_fails_the_key(client):
     with FhirStub() as stub:
-        reply = _fetch_observations(client, stub, Reply(body={"resourceType": "Bundle", "x": nested(100)}))
+        reply = _fetch_observations(
+            client, stub, Reply(body={"resourceType": "Bundle", "x": nested(100)})
+        )
     assert reply.status_code == 412
     assert reply.get_json()["details"] == ["observations: nested too deeply"]
 
@@ -206,7 +227,11 @@ def test_limit_settings(env, field, expected):
 
 @pytest.mark.parametrize(
     "env",
-    [{"CDS_MAX_JSON_DEPTH": "2"}, {"CDS_MAX_DRAFT_ORDERS": "0"}, {"CDS_MAX_PREFETCH_ENTRIES": "many"}],
+    [
+        {"CDS_MAX_JSON_DEPTH": "2"},
+        {"CDS_MAX_DRAFT_ORDERS": "0"},
+        {"CDS_MAX_PREFETCH_ENTRIES": "many"},
+    ],
 )
 def test_bad_limit_settings(env):
     with pytest.raises(ConfigError, match=next(iter(env))):
