@@ -22,7 +22,7 @@ class LimitExceeded(BadRequest):
     error = "request exceeds a limit"
 
 
-_NOT_BRACKETS = bytes(range(256)).translate(None, b"[]{}")  # every byte but the 4 brackets
+_NOISE = bytes(range(256)).translate(None, b'"[]{}')  # every byte but quotes and brackets
 _STEP = [0] * 256
 _STEP[ord("[")] = _STEP[ord("{")] = 1
 _STEP[ord("]")] = _STEP[ord("}")] = -1
@@ -32,18 +32,20 @@ def json_depth(raw: bytes | str) -> int:
     """Nesting depth of the JSON text `raw` (a scalar is 0, `[]` is 1), read from the text
     before it is parsed, so a deep body never reaches the parser or the code after it.
 
-    Strings are dropped first (their escaped backslashes, then their escaped quotes, then every
-    other run between quotes), then every byte but a bracket; the depth is the highest running
-    count of open brackets. All of it runs in C: a 30 KB request costs about 0.05 ms, a twentieth
-    of walking the parsed value. Malformed text gets a number too; the parser then refuses it.
+    Escaped backslashes and quotes go first; then every byte but quotes and brackets, so
+    quotes now alternate open, close. Dropping two adjacent quotes keeps that alternation and
+    the side every bracket is on, so `""` pairs go next (most strings), and what is left
+    between quotes is dropped. The depth is the highest running count of open brackets.
+    All of it runs in C: about 0.04 ms for a 30 KB request, a third of `json.loads`.
+    Malformed text gets a number too; the parser then refuses it.
     """
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else bytes(raw)
     if b"\\" in data:
-        data = data.replace(b"\\\\", b"")
-    if b'\\"' in data:
-        data = data.replace(b'\\"', b"")
-    brackets = b"".join(data.split(b'"')[::2]).translate(None, _NOT_BRACKETS)
-    return max(accumulate(map(_STEP.__getitem__, brackets)), default=0)
+        data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    marks = data.translate(None, _NOISE).replace(b'""', b"")
+    if b'"' in marks:
+        marks = b"".join(marks.split(b'"')[::2])
+    return max(accumulate(map(_STEP.__getitem__, marks)), default=0)
 
 
 def check_depth(raw: bytes | str, max_depth: int) -> None:
