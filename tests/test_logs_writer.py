@@ -76,3 +76,36 @@ def test_request_threads_take_no_handler_lock(captured_root):
     logs.stop_background_writer()
     (line,) = [json.loads(x) for x in captured_root.getvalue().splitlines()]
     assert line["message"] == "no lock" and line["route"] == "/y"
+
+
+def test_records_are_written_in_batches_not_one_write_each(captured_root, monkeypatch):
+    writes: list[str] = []
+    real_write = captured_root.write
+    monkeypatch.setattr(captured_root, "write", lambda text: writes.append(text) or real_write(text))
+    logs.start_background_writer(interval_s=60)  # only the final flush writes
+    log = logging.getLogger("cds_service.test")
+    for i in range(100):
+        log.info("request", extra={"i": i})
+    assert writes == []  # a request thread never writes, and nothing woke the writer
+    logs.stop_background_writer()
+    assert len(writes) == 1
+    assert [json.loads(line)["i"] for line in writes[0].splitlines()] == list(range(100))
+
+
+def test_a_writer_that_falls_behind_drops_and_says_so(captured_root, monkeypatch):
+    monkeypatch.setattr(logs, "MAX_QUEUED", 10)
+    logs.start_background_writer(interval_s=60)
+    log = logging.getLogger("cds_service.test")
+    for i in range(15):
+        log.info("request", extra={"i": i})
+    logs.stop_background_writer()
+    lines = [json.loads(x) for x in captured_root.getvalue().splitlines()]
+    assert [line["i"] for line in lines[:-1]] == list(range(10))
+    assert lines[-1]["level"] == "warning" and lines[-1]["dropped"] == 5
+
+
+def test_logging_goes_on_after_the_writer_stops(captured_root):
+    logs.start_background_writer()
+    logs.stop_background_writer()
+    logging.getLogger("cds_service.test").info("after")
+    assert json.loads(captured_root.getvalue())["message"] == "after"
