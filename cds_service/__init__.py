@@ -23,14 +23,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     from .history.links import history_link
     from .ssrf import UrlPolicy
     from .store import Store
+    from .validation import OrjsonProvider
 
     settings = settings or Settings.from_env()
     guideline = load_guideline(settings.guideline_profile)  # a bad profile stops the start
     check_templates(TOPICS)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.json.compact = True  # type: ignore[attr-defined]
+    app.json = OrjsonProvider(app)
 
     store = Store(settings.database_url)
     if settings.migrate_on_start:

@@ -19,6 +19,7 @@ from http.cookiejar import DefaultCookiePolicy
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
+import orjson
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
@@ -277,6 +278,10 @@ class FhirClient:
             check_depth(raw, settings.max_json_depth)  # before the parser sees it
         except LimitExceeded:
             raise FetchError("nested too deeply") from None
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass  # the stdlib also takes numbers beyond a double (validation.parse_json)
         try:
             return json.loads(raw)
         except (ValueError, RecursionError):

@@ -7,6 +7,9 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+import orjson
+from flask import Response
+from flask.json.provider import JSONProvider
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
@@ -30,7 +33,15 @@ def _refuse_constant(name: str) -> Any:
 
 
 def parse_json(raw: bytes) -> Any:
-    """Strict JSON: UTF-8, no NaN/Infinity. Raises BadRequest naming the problem."""
+    """Strict JSON: UTF-8, no NaN/Infinity. Raises BadRequest naming the problem.
+
+    orjson first (a third of the stdlib's time). What it refuses goes to the stdlib parser,
+    which also takes numbers beyond a double (10**400, 1e999): valid JSON that the FHIR readers
+    skip leniently rather than refuse the whole call for. Callers check the depth first."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -42,6 +53,22 @@ def parse_json(raw: bytes) -> Any:
     except ValueError as exc:
         detail = f"line {exc.lineno} column {exc.colno}" if hasattr(exc, "lineno") else str(exc)
         raise BadRequest("malformed JSON", [detail]) from None
+
+
+class OrjsonProvider(JSONProvider):
+    """Flask's JSON (jsonify, responses) through orjson: compact, keys in insertion order."""
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        return orjson.dumps(obj, default=str).decode("utf-8")
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        return orjson.loads(s)
+
+    def response(self, *args: Any, **kwargs: Any) -> Response:
+        obj = self._prepare_response_obj(args, kwargs)
+        return self._app.response_class(
+            orjson.dumps(obj, default=str), mimetype="application/json"
+        )
 
 
 def _describe(error: ValidationError) -> str:
