@@ -275,3 +275,38 @@ def test_inr_vitamin_d_and_calcium_do_not_mix():
 def test_a_vitamin_d_number_with_no_unit_stays_uninterpretable():
     (level,) = read_vitamin_d_levels([obs(None, valueString="12")])
     assert level.ng_ml is None and level.raw_value == "12"
+
+
+def _knowledge_codes(kind: str, field: str) -> list[str]:
+    from cds_service.knowledge import load
+
+    return [entry["code"] for entry in load("labs")[kind][field]]
+
+
+def test_only_observations_a_reader_counts_are_read_at_all(monkeypatch):
+    from cds_service.facts import labs
+
+    counted = [
+        *_knowledge_codes("vitamin_d_25oh", "accepted"),
+        *_knowledge_codes("calcium", "codes"),
+        *_knowledge_codes("inr", "codes"),
+    ]
+    excluded_only = _knowledge_codes("vitamin_d_25oh", "excluded")
+    other = ["2345-7", "718-7"]  # glucose, haemoglobin: labs no reader counts
+    record = [obs(10, code=c, oid=f"o{n}") for n, c in enumerate(counted + excluded_only + other)]
+    both = obs(10, oid="both")
+    both["code"]["coding"] = [
+        {"system": LOINC, "code": excluded_only[0]},
+        {"system": LOINC, "code": counted[0]},
+    ]
+    record.append(both)
+    looks = []
+    original = labs._loinc_codes
+    monkeypatch.setattr(labs, "_loinc_codes", lambda r: looks.append(r["id"]) or original(r))
+    kept = labs.lab_observations([*record, "not a resource", None])
+    assert [r["id"] for r in kept] == [f"o{n}" for n in range(len(counted))] + ["both"]
+    assert sorted(looks) == sorted(r["id"] for r in record)  # one look at each resource
+    # and the readers give the same levels from the kept ones as from the whole record
+    monkeypatch.setattr(labs, "_loinc_codes", original)
+    for read in (read_vitamin_d_levels, read_calcium_levels, read_inr_levels):
+        assert read(kept) == read(record)

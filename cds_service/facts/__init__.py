@@ -14,7 +14,12 @@ from typing import Any
 
 from ..gather import Gathered
 from .conditions import read_conditions
-from .labs import read_calcium_levels, read_inr_levels, read_vitamin_d_levels
+from .labs import (
+    lab_observations,
+    read_calcium_levels,
+    read_inr_levels,
+    read_vitamin_d_levels,
+)
 from .medications import read_medication
 from .model import Facts, Medication, MedicationSource
 from .patient import read_patient
@@ -142,7 +147,9 @@ def build_facts(
     patient_resource = next((p for p in patients if p.get("id") == reader.patient_id), None)
     reader.skipped += len(patients) - (patient_resource is not None)
 
-    observations = list(reader.of_type(res.get("observations", []), frozenset({"Observation"})))
+    observations = lab_observations(
+        reader.of_type(res.get("observations", []), frozenset({"Observation"}))
+    )
     conditions = list(reader.of_type(res.get("conditions", []), frozenset({"Condition"})))
 
     used = ACTIVE_STATUSES | PAST_STATUSES

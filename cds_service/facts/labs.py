@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any, TypeVar
 
 from ..knowledge import load
@@ -193,6 +194,26 @@ def _levels(kind: type[L], results: list[_Result]) -> tuple[L, ...]:
         for r in results
     ]
     return _newest_first(levels, lambda lvl: lvl.when)
+
+
+@cache
+def _counted_codes() -> frozenset[str]:
+    """Every LOINC code some reader here accepts (25(OH)D, calcium, INR)."""
+    k = _knowledge()
+    return (
+        _codes(k["vitamin_d_25oh"]["accepted"])
+        | _codes(k["calcium"]["codes"])
+        | _codes(k["inr"]["codes"])
+    )
+
+
+def lab_observations(observations: Iterable[Any]) -> list[Any]:
+    """Only the Observations some reader here could count: one look at each resource's codes,
+    instead of one per reader (most of a record's labs are other tests)."""
+    counted = _counted_codes()
+    return [
+        r for r in observations if isinstance(r, dict) and not counted.isdisjoint(_loinc_codes(r))
+    ]
 
 
 def read_vitamin_d_levels(observations: Iterable[Any]) -> tuple[VitaminDLevel, ...]:
