@@ -208,3 +208,44 @@ def test_an_invalid_order_resource_is_never_remembered_as_valid(model_parses, mo
         with pytest.raises(orders.InvalidResource):
             orders.build(order, "p-1", NOW)
     assert order not in orders._valid_orders
+
+
+# --- JSON Schemas: references inlined once, same verdicts --------------------------------------
+
+
+def _bad_requests() -> list:
+    from .builders import hook_request, null_prefetch
+
+    good = hook_request(prefetch=null_prefetch())
+    return [
+        good,
+        {**good, "context": {**good["context"], "patientId": "Patient/123"}},  # not a FHIR id
+        {**good, "context": {**good["context"], "userId": "Bob"}},
+        {**good, "hook": "order-sign"},  # then draftOrders etc. are required
+        {**good, "prefetch": {"x": [1]}},
+        {**good, "fhirAuthorization": {"access_token": "t"}},
+        [],
+        {},
+    ]
+
+
+@pytest.mark.parametrize("name", ["request", "response", "feedback"])
+def test_inlined_schemas_have_no_local_references_and_the_same_verdicts(name):
+    import json
+    from importlib import resources
+
+    from jsonschema import Draft202012Validator
+
+    from cds_service import validation
+
+    compiled = validation.validator(name)
+    assert '"#/$defs/' not in json.dumps(compiled.schema)
+    text = resources.files("cds_service").joinpath(f"schemas/{name}.schema.json").read_text()
+    original = Draft202012Validator(json.loads(text))
+    instances = _bad_requests() + [{"cards": [{"summary": 1}]}, {"feedback": [{"card": 1}]}]
+    verdicts = []
+    for instance in instances:
+        mine = sorted(e.message for e in compiled.iter_errors(instance))
+        assert mine == sorted(e.message for e in original.iter_errors(instance))
+        verdicts.append(bool(mine))
+    assert True in verdicts and (name != "request" or False in verdicts)  # both kinds were seen
