@@ -265,3 +265,17 @@ def _issued(store) -> list[dict]:
 
     with store.engine.connect() as c:
         return [dict(r._mapping) for r in c.execute(sa.select(issued_card))]
+
+
+def test_a_worker_freezes_what_it_loaded_out_of_the_collectors_way(settings):
+    import gc
+
+    from cds_service import logs
+
+    assert gc.get_freeze_count() == 0
+    try:
+        cli.gunicorn_options(settings, reload=False)["post_worker_init"](None)
+        assert gc.get_freeze_count() > 10_000  # the app and its libraries, loaded by now
+    finally:
+        gc.unfreeze()
+        logs.stop_background_writer()
