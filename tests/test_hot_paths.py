@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cds_service import ids
 from cds_service.facts import medications
@@ -249,3 +251,100 @@ def test_inlined_schemas_have_no_local_references_and_the_same_verdicts(name):
         assert mine == sorted(e.message for e in original.iter_errors(instance))
         verdicts.append(bool(mine))
     assert True in verdicts and (name != "request" or False in verdicts)  # both kinds were seen
+
+
+# --- jsonschema-rs answers "valid" first: it must agree with jsonschema -------------------------
+
+
+def _fixture_documents() -> list[tuple[str, object]]:
+    from cds_service import create_app, fixtures
+    from cds_service.config import Settings
+
+    app = create_app(Settings(auth_disabled=True, database_url="sqlite://"))
+    client = app.test_client()
+    docs: list[tuple[str, object]] = []
+    for name in fixtures.names():
+        fixture = fixtures.load(name)
+        for service in fixtures.HOOKS:
+            body = fixture.request(service, "prefetch")
+            docs.append(("request", body))
+            reply = client.post(f"/cds-services/{service}", json=body)
+            docs.append(("response", reply.get_json()))
+            for card in reply.get_json()["cards"]:
+                item = {"card": card["uuid"], "outcomeTimestamp": "2026-11-25T10:00:00Z"}
+                if card.get("suggestions"):
+                    accepted = [{"id": card["suggestions"][0]["uuid"]}]
+                    item.update(outcome="accepted", acceptedSuggestions=accepted)
+                else:
+                    item["outcome"] = "overridden"
+                docs.append(("feedback", {"feedback": [item]}))
+    return docs
+
+
+FIXTURE_DOCUMENTS = _fixture_documents()
+
+
+def _agree(name: str, instance) -> bool:
+    from cds_service import validation
+
+    python = validation.validator(name).is_valid(instance)
+    assert validation.fast_validator(name).is_valid(instance) is python, (name, instance)
+    return python
+
+
+def test_both_validators_accept_every_fixture_request_response_and_feedback():
+    assert {name for name, _ in FIXTURE_DOCUMENTS} == {"request", "response", "feedback"}
+    assert all(_agree(name, doc) for name, doc in FIXTURE_DOCUMENTS)
+
+
+_json_leaf = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(
+    max_size=12
+)
+_json_any = st.recursive(
+    _json_leaf,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+def _paths(value, prefix=()):
+    yield prefix
+    if isinstance(value, dict):
+        for key, child in value.items():
+            yield from _paths(child, (*prefix, key))
+    elif isinstance(value, list):
+        for n, child in enumerate(value):
+            yield from _paths(child, (*prefix, n))
+
+
+def _replaced(value, path, new):
+    if not path:
+        return new
+    head, rest = path[0], path[1:]
+    if isinstance(value, dict):
+        return {**value, head: _replaced(value[head], rest, new)}
+    out = list(value)
+    out[head] = _replaced(value[head], rest, new)
+    return out
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.data())
+def test_both_validators_give_the_same_verdict_on_altered_documents(data):
+    name, doc = data.draw(st.sampled_from(FIXTURE_DOCUMENTS))
+    path = data.draw(st.sampled_from(list(_paths(doc))[:400]))
+    altered = _replaced(doc, path, data.draw(_json_any))
+    if data.draw(st.booleans()) and isinstance(altered, dict) and altered:
+        altered = {k: v for k, v in altered.items() if k != data.draw(st.sampled_from(sorted(altered)))}
+    _agree(name, altered)
+
+
+def test_a_refused_document_still_gets_jsonschema_messages():
+    from cds_service.errors import BadRequest
+    from cds_service.validation import check
+
+    name, doc = next(d for d in FIXTURE_DOCUMENTS if d[0] == "request")
+    bad = {**doc, "context": {**doc["context"], "patientId": "Patient/1"}}
+    with pytest.raises(BadRequest) as refused:
+        check("request", bad, "invalid CDS Hooks request")
+    assert refused.value.details == ["context.patientId: 'Patient/1' does not match '^[A-Za-z0-9\\\\-.]{1,64}$'"]
