@@ -32,8 +32,10 @@ def _knowledge() -> dict:
     return load("labs")
 
 
-def _codes(entries: list[dict]) -> frozenset[str]:
-    return frozenset(e["code"] for e in entries)
+@cache
+def _codes(kind: str, field: str) -> frozenset[str]:
+    """The codes of knowledge/labs.json `kind`.`field`."""
+    return frozenset(e["code"] for e in _knowledge()[kind][field])
 
 
 def _loinc_codes(resource: dict) -> list[str]:
@@ -103,18 +105,6 @@ def _quantity(resource: dict) -> tuple[float | None, str | None, str | None, str
     return None, None, None, None
 
 
-def _readable(resource: Any, accepted: frozenset[str], excluded: frozenset[str]) -> str | None:
-    """The accepted LOINC code of a counted Observation, else None."""
-    if not isinstance(resource, dict) or resource.get("resourceType") != "Observation":
-        return None
-    if resource.get("status") not in _knowledge()["vitamin_d_25oh"]["statuses"]["values"]:
-        return None
-    codes = _loinc_codes(resource)
-    if any(c in excluded for c in codes):
-        return None
-    return next((c for c in codes if c in accepted), None)
-
-
 def _newest_first(items: list[T], when: Callable[[T], datetime | None]) -> tuple[T, ...]:
     dated = sorted((i for i in items if when(i) is not None), key=when, reverse=True)  # type: ignore[arg-type,return-value]
     return tuple(dated + [i for i in items if when(i) is None])
@@ -134,8 +124,34 @@ class _Result:
     raw_unit: str | None
 
 
+@dataclass(frozen=True)
+class LabObservations:
+    """The Observations some reader here counts (status final/amended/corrected, a counted
+    LOINC code), each with its LOINC codes, read once for all the readers."""
+
+    items: tuple[tuple[dict, tuple[str, ...]], ...]
+
+
+def lab_observations(observations: Iterable[Any] | LabObservations) -> LabObservations:
+    """One look at each resource: most of a record's labs are tests no reader counts."""
+    if isinstance(observations, LabObservations):
+        return observations
+    counted = _counted_codes()
+    statuses = _knowledge()["vitamin_d_25oh"]["statuses"]["values"]
+    items = []
+    for resource in observations:
+        if not isinstance(resource, dict) or resource.get("resourceType") != "Observation":
+            continue
+        if resource.get("status") not in statuses:
+            continue
+        codes = _loinc_codes(resource)
+        if not counted.isdisjoint(codes):
+            items.append((resource, tuple(codes)))
+    return LabObservations(tuple(items))
+
+
 def _results(
-    observations: Iterable[Any],
+    observations: Iterable[Any] | LabObservations,
     accepted: frozenset[str],
     excluded: frozenset[str],
     units: dict[str, Any],
@@ -143,10 +159,13 @@ def _results(
     *,
     unitless_factor: float | None = None,
 ) -> list[_Result]:
-    """`unitless_factor`: how a number sent with no unit converts (None: it is unreadable)."""
+    """`unitless_factor`: how a number sent with no unit converts (None: it is unreadable).
+    An Observation carrying an excluded code is not counted even with an accepted one."""
     out = []
-    for resource in observations:
-        loinc = _readable(resource, accepted, excluded)
+    for resource, codes in lab_observations(observations).items:
+        if not excluded.isdisjoint(codes):
+            continue
+        loinc = next((c for c in codes if c in accepted), None)
         if loinc is None:
             continue
         number, comparator, raw, unit = _quantity(resource)
@@ -199,39 +218,29 @@ def _levels(kind: type[L], results: list[_Result]) -> tuple[L, ...]:
 @cache
 def _counted_codes() -> frozenset[str]:
     """Every LOINC code some reader here accepts (25(OH)D, calcium, INR)."""
-    k = _knowledge()
     return (
-        _codes(k["vitamin_d_25oh"]["accepted"])
-        | _codes(k["calcium"]["codes"])
-        | _codes(k["inr"]["codes"])
+        _codes("vitamin_d_25oh", "accepted") | _codes("calcium", "codes") | _codes("inr", "codes")
     )
 
 
-def lab_observations(observations: Iterable[Any]) -> list[Any]:
-    """Only the Observations some reader here could count: one look at each resource's codes,
-    instead of one per reader (most of a record's labs are other tests)."""
-    counted = _counted_codes()
-    return [
-        r for r in observations if isinstance(r, dict) and not counted.isdisjoint(_loinc_codes(r))
-    ]
-
-
-def read_vitamin_d_levels(observations: Iterable[Any]) -> tuple[VitaminDLevel, ...]:
+def read_vitamin_d_levels(
+    observations: Iterable[Any] | LabObservations,
+) -> tuple[VitaminDLevel, ...]:
     vd = _knowledge()["vitamin_d_25oh"]
     results = _results(
         observations,
-        _codes(vd["accepted"]),
-        _codes(vd["excluded"]),
+        _codes("vitamin_d_25oh", "accepted"),
+        _codes("vitamin_d_25oh", "excluded"),
         vd["units_to_ng_ml"],
         vd["plausible_max_ng_ml"]["value"],
     )
     return _levels(VitaminDLevel, results)
 
 
-def read_calcium_levels(observations: Iterable[Any]) -> tuple[CalciumLevel, ...]:
+def read_calcium_levels(observations: Iterable[Any] | LabObservations) -> tuple[CalciumLevel, ...]:
     ca = _knowledge()["calcium"]
     results = _results(
-        observations, _codes(ca["codes"]), frozenset(), ca["units_to_mg_dl"], float("inf")
+        observations, _codes("calcium", "codes"), frozenset(), ca["units_to_mg_dl"], float("inf")
     )
     levels = [
         CalciumLevel(
@@ -242,12 +251,12 @@ def read_calcium_levels(observations: Iterable[Any]) -> tuple[CalciumLevel, ...]
     return _newest_first(levels, lambda lvl: lvl.when)
 
 
-def read_inr_levels(observations: Iterable[Any]) -> tuple[InrLevel, ...]:
+def read_inr_levels(observations: Iterable[Any] | LabObservations) -> tuple[InrLevel, ...]:
     """INR results (a ratio: no unit, or {INR}/{ratio}/1), newest first."""
     inr = _knowledge()["inr"]
     results = _results(
         observations,
-        _codes(inr["codes"]),
+        _codes("inr", "codes"),
         frozenset(),
         inr["units_to_ratio"],
         inr["plausible_max"]["value"],
