@@ -348,3 +348,43 @@ def test_a_refused_document_still_gets_jsonschema_messages():
     with pytest.raises(BadRequest) as refused:
         check("request", bad, "invalid CDS Hooks request")
     assert refused.value.details == ["context.patientId: 'Patient/1' does not match '^[A-Za-z0-9\\\\-.]{1,64}$'"]
+
+
+# --- JWT ids in a SQLite file: a plain connection per thread, autocommit -----------------------
+
+
+def test_sqlite_file_jti_inserts_bypass_the_engine_and_stay_exact(store):
+    uses = []
+    sa.event.listen(store.engine, "before_cursor_execute", lambda *a: uses.append(a[2]))
+    assert store.remember_token("d-1", 2_000_000_000) is True
+    assert store.remember_token("d-1", 2_000_000_000) is False  # a replay
+    assert not [sql for sql in uses if "jwt_replay" in sql]  # the engine was not used
+
+    results: dict[str, list[bool]] = {}
+
+    def in_thread(name: str) -> None:
+        results[name] = [store.remember_token(d, 2_000_000_000) for d in ("d-1", f"d-{name}")]
+
+    threads = [threading.Thread(target=in_thread, args=(n,)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {"a": [False, True], "b": [False, True]}
+    assert len(store._raw) == 3  # one connection per thread that inserted
+    with store.engine.connect() as c:  # what the engine (and PostgreSQL-shaped code) sees
+        rows = c.execute(sa.text("SELECT token_digest FROM jwt_replay ORDER BY 1")).scalars().all()
+    assert rows == ["d-1", "d-a", "d-b"]
+    store.dispose()
+    assert store._raw == []
+
+
+def test_an_in_memory_sqlite_store_keeps_using_the_engine():
+    s = Store("sqlite://")
+    s.migrate()
+    try:
+        assert s.remember_token("d-1", 2_000_000_000) is True
+        assert s.remember_token("d-1", 2_000_000_000) is False
+        assert s._raw == []
+    finally:
+        s.dispose()
