@@ -163,7 +163,8 @@ def day(value: datetime | None) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d") if value else "date not stated"
 
 
-def _fmt(value: float | None, comparator: str | None = None, digits: int = 1) -> str:
+def value_text(value: float | None, comparator: str | None = None, digits: int = 1) -> str:
+    """A number as the picture and the page print it: '12.5', '<5', '—' when unknown."""
     if value is None:
         return "—"
     text = f"{value:.{digits}f}"
@@ -322,9 +323,9 @@ def layout(picture: Picture) -> Layout:
                 "kind": "censored" if point.comparator else "value",
                 "x": x,
                 "y": y(point.ng_ml),
-                "label": _fmt(point.ng_ml, point.comparator),
-                "title": f"{day(point.when)}: {_fmt(point.ng_ml, point.comparator)} ng/mL "
-                f"({_fmt(point.nmol_l, point.comparator, 0)} nmol/L), {point.band}",
+                "label": value_text(point.ng_ml, point.comparator),
+                "title": f"{day(point.when)}: {value_text(point.ng_ml, point.comparator)} ng/mL "
+                f"({value_text(point.nmol_l, point.comparator, 0)} nmol/L), {point.band}",
             }
             line.append(f"{x},{mark['y']}")
         if not labelled and mark["kind"] != "unreadable":
@@ -371,7 +372,7 @@ def layout(picture: Picture) -> Layout:
                 continue
             mark_y = yi(point.ratio)
             inr_line.append(f"{x},{mark_y}")
-            text = _fmt(point.ratio, point.comparator)
+            text = value_text(point.ratio, point.comparator)
             out.inr_points.append(
                 {
                     "kind": "value",

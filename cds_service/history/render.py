@@ -7,7 +7,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from .picture import Picture, day, layout
+from .picture import Picture, day, layout, value_text
 
 XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'
 # Characters XML 1.0 does not allow (record text may hold them): shown as U+FFFD.
@@ -17,15 +17,6 @@ _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 def _xml_safe(value: Any) -> Any:
     """Every printed value passes here before autoescaping, so the SVG stays well-formed."""
     return _NOT_XML.sub("\ufffd", value) if isinstance(value, str) else value
-
-
-def _value(number: float | None, comparator: str | None = None, digits: int = 1) -> str:
-    if number is None:
-        return "—"
-    text = f"{number:.{digits}f}"
-    if digits:
-        text = text.rstrip("0").rstrip(".")
-    return f"{comparator or ''}{text}"
 
 
 def _environment() -> Environment:
@@ -38,7 +29,7 @@ def _environment() -> Environment:
         finalize=_xml_safe,
     )
     env.filters["day"] = day
-    env.filters["value"] = _value
+    env.filters["value"] = value_text
     env.filters["round_number"] = lambda n: f"{n:g}"
     return env
 
