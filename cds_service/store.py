@@ -88,19 +88,15 @@ class Store:
         url = normalise_url(url)
         kwargs: dict[str, Any] = {"pool_pre_ping": True}
         parsed = sa.engine.make_url(url)
+        # A file database: JWT ids go in through one plain sqlite3 connection per thread.
+        self._sqlite_file: str | None = None
         if parsed.get_backend_name() == "sqlite":
             kwargs["pool_pre_ping"] = False  # a file: no server connection to go stale
             if parsed.database and parsed.database != ":memory:":
+                self._sqlite_file = parsed.database
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 15}
         self.engine = sa.create_engine(url, **kwargs)
-        # A file database: JWT ids go in through one plain sqlite3 connection per thread.
-        self._sqlite_file = (
-            parsed.database
-            if parsed.get_backend_name() == "sqlite"
-            and parsed.database not in (None, "", ":memory:")
-            else None
-        )
         self._local = threading.local()
         self._raw: list[sqlite3.Connection] = []
         self._accepted = 0
