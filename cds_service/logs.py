@@ -62,9 +62,8 @@ def stop_background_writer() -> None:
     if _writer is not None:
         _writer.stop()
         root = logging.getLogger()
-        root.handlers[:] = [
-            h for h in root.handlers if not isinstance(h, _BatchingHandler)
-        ] or _writer.handlers
+        others = [h for h in root.handlers if not isinstance(h, _BatchingHandler)]
+        root.handlers[:] = others + [h for h in _writer.handlers if h not in others]
         _writer = None
 
 
@@ -112,18 +111,14 @@ class _BatchWriter:
         if not batch:
             return
         for handler in self.handlers:
-            lines = [
-                handler.format(record) + "\n"
-                for record in batch
-                if record.levelno >= handler.level and handler.filter(record)
-            ]
+            wanted = [r for r in batch if r.levelno >= handler.level and handler.filter(r)]
             stream = getattr(handler, "stream", None)
             if stream is None:  # not a stream: let the handler write each record
-                for record in batch:
-                    handler.handle(record)
+                for record in wanted:
+                    handler.emit(record)
                 continue
             try:
-                stream.write("".join(lines))
+                stream.write("".join(handler.format(r) + "\n" for r in wanted))
                 stream.flush()
             except Exception:  # a closed or broken stream must not kill the writer
                 continue

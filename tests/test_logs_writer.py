@@ -109,3 +109,23 @@ def test_logging_goes_on_after_the_writer_stops(captured_root):
     logs.stop_background_writer()
     logging.getLogger("cds_service.test").info("after")
     assert json.loads(captured_root.getvalue())["message"] == "after"
+
+
+def test_a_handler_without_a_stream_gets_only_records_at_its_level(captured_root):
+    got: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            got.append(record.getMessage())
+
+    logging.getLogger().addHandler(Collect(level=logging.WARNING))
+    logs.start_background_writer(interval_s=60)
+    log = logging.getLogger("cds_service.test")
+    log.info("routine")
+    log.warning("worth a look")
+    logs.stop_background_writer()
+    assert got == ["worth a look"]
+    assert [json.loads(x)["message"] for x in captured_root.getvalue().splitlines()] == [
+        "routine",
+        "worth a look",
+    ]
