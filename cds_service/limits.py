@@ -23,21 +23,28 @@ class LimitExceeded(BadRequest):
 
 
 _NOISE = bytes(range(256)).translate(None, b'"[]{}')  # every byte but quotes and brackets
+_LEVELS = bytes.maketrans(b"{}", b"[]")  # both kinds of bracket count alike
+_PASSES = 100  # without a limit, a deeper text is counted bracket by bracket
 _STEP = [0] * 256
 _STEP[ord("[")] = _STEP[ord("{")] = 1
 _STEP[ord("]")] = _STEP[ord("}")] = -1
 
 
-def json_depth(raw: bytes | str) -> int:
+def json_depth(raw: bytes | str, limit: int | None = None) -> int:
     """Nesting depth of the JSON text `raw` (a scalar is 0, `[]` is 1), read from the text
     before it is parsed, so a deep body never reaches the parser or the code after it.
 
     Escaped backslashes and quotes go first; then every byte but quotes and brackets, so
     quotes now alternate open, close. Dropping two adjacent quotes keeps that alternation and
     the side every bracket is on, so `""` pairs go next (most strings), and what is left
-    between quotes is dropped. The depth is the highest running count of open brackets.
-    All of it runs in C: about 0.04 ms for a 30 KB request, a third of `json.loads`.
-    Malformed text gets a number too; the parser then refuses it.
+    between quotes is dropped. What remains are the brackets: each pass drops every adjacent
+    open-close pair, the innermost level, so the passes needed to empty them are the depth.
+    With `limit`, counting stops once the depth is past it (the number returned is then only
+    known to be greater than `limit`), so a body nested 100,000 deep costs `limit` passes;
+    without one, a text deeper than 100 is counted bracket by bracket.
+    All of it runs in C: about 0.04 ms for a 30 KB request, half of `json.loads`. Malformed
+    text gets a number too (the highest running count of open brackets, when the pairs do
+    not match up); the parser then refuses it.
     """
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else bytes(raw)
     if b"\\" in data:
@@ -45,11 +52,26 @@ def json_depth(raw: bytes | str) -> int:
     marks = data.translate(None, _NOISE).replace(b'""', b"")
     if b'"' in marks:
         marks = b"".join(marks.split(b'"')[::2])
+    level, depth = marks.translate(_LEVELS), 0
+    passes = _PASSES if limit is None else limit
+    while level:
+        if depth > passes:  # past the limit; or, with none, too deep for passes to pay
+            return depth if limit is not None else _highest_count(marks)
+        inner = level.replace(b"[]", b"")
+        if len(inner) == len(level):  # brackets that do not pair up: malformed
+            return _highest_count(marks)
+        level, depth = inner, depth + 1
+    return depth
+
+
+def _highest_count(marks: bytes) -> int:
+    """The highest running count of open brackets: one step per bracket, the depth of any
+    text, at about three times the cost of the passes at a usual depth."""
     return max(accumulate(map(_STEP.__getitem__, marks)), default=0)
 
 
 def check_depth(raw: bytes | str, max_depth: int) -> None:
-    if json_depth(raw) > max_depth:
+    if json_depth(raw, max_depth) > max_depth:
         raise LimitExceeded(details=[f"JSON nested deeper than {max_depth} levels"])
 
 

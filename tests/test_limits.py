@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from itertools import accumulate
 
 import pytest
 from hypothesis import given, settings
@@ -79,6 +80,31 @@ json_values = st.recursive(
 def test_json_depth_of_any_text_is_the_depth_of_its_value(value):
     assert json_depth(json.dumps(value)) == parsed_depth(value)
     assert json_depth(json.dumps(value, ensure_ascii=False).encode()) == parsed_depth(value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="[]{} "))
+def test_json_depth_of_bare_brackets_is_the_highest_count_of_open_ones(text):
+    """Malformed text too: the number is the highest running count of open brackets."""
+    steps = [{"[": 1, "{": 1, "]": -1, "}": -1}[c] for c in text if c != " "]
+    assert json_depth(text) == max(accumulate(steps), default=0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values, st.integers(min_value=0, max_value=6))
+def test_json_depth_with_a_limit_stops_counting_past_it(value, limit):
+    depth = parsed_depth(value)
+    counted = json_depth(json.dumps(value), limit)
+    if depth <= limit:
+        assert counted == depth
+    else:
+        assert limit < counted <= depth
+
+
+def test_json_depth_with_a_limit_reads_a_very_deep_text_only_that_far():
+    text = "[" * 200_000 + "]" * 200_000
+    assert json_depth(text, 64) == 65
+    assert json_depth(text) == 200_000  # without a limit, the whole way down
 
 
 def test_nesting_deeper_than_the_limit_is_a_400(client):
