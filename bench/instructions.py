@@ -1,0 +1,141 @@
+"""`make bench-instructions`: instructions per order-sign call in a gunicorn worker, for the
+service and for the framework floor, counted by valgrind (callgrind), so the figure does not
+move with whatever else the machine is doing.
+
+    .venv/bin/python bench/instructions.py [--requests 100] [--threads 4]
+
+Each app runs under `valgrind --tool=callgrind` with one gunicorn worker (auth on for the
+service: the same bench issuer and request as `bench/run.py`). After a warm-up the worker's
+counters are zeroed (`callgrind_control -z`), the requests are sent one after the other, and
+the counters are dumped (`callgrind_control -d`). Two runs agree to about 0.1%.
+
+What the count leaves out: time in the kernel, cache misses, and waits for the GIL between a
+worker's threads (requests go one at a time here). Under load the service also runs fewer
+instructions per second than the floor (it touches more code and data), so its throughput
+ratio in `bench/run.py` is lower than the instruction ratio printed here. Use this to tell
+whether a change removed work; use `bench/run.py` for what a caller sees. Needs valgrind
+(a Debian package; `valgrind --version`). Takes about two minutes; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # for bench.* and tests.*
+
+import requests  # noqa: E402
+
+from bench.record import order_sign_request  # noqa: E402
+from bench.run import ORDER_SIGN, BenchIssuer  # noqa: E402
+from tests.server_process import ServerProcess, free_port  # noqa: E402
+
+WARMUP = 30
+
+
+def totals(dump: Path) -> int:
+    """The instruction total a callgrind dump states (its `summary:` or `totals:` line)."""
+    for line in dump.read_text(errors="replace").splitlines():
+        if line.startswith(("summary:", "totals:")):
+            return int(line.split()[1])
+    raise ValueError(f"{dump}: no totals line")
+
+
+def count(name: str, argv: list[str], env: dict[str, str], port: int, issuer: BenchIssuer,
+          body: bytes, n: int, out: Path) -> float:  # fmt: skip
+    """Instructions per request in the one worker of the gunicorn started by `argv`."""
+    base = f"http://127.0.0.1:{port}"
+    grind = ["valgrind", "--tool=callgrind", "--trace-children=yes",
+             f"--callgrind-out-file={out}/{name}.%p"]  # fmt: skip
+    server = ServerProcess(
+        env=env, workers=1, port=port, argv=grind + argv, start_timeout_s=600, stop_timeout_s=120
+    )
+    with server, requests.Session() as session:
+        (worker,) = server.worker_pids()
+
+        def call(token: str) -> None:
+            reply = session.post(
+                base + ORDER_SIGN,
+                data=body,
+                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+                timeout=120,
+            )
+            if reply.status_code != 200:
+                raise RuntimeError(f"{name}: {reply.status_code} {reply.text[:200]}")
+
+        for _ in range(WARMUP):
+            call(issuer.token(base + ORDER_SIGN))
+        tokens = [issuer.token(base + ORDER_SIGN) for _ in range(n)]  # signed before counting
+        subprocess.run(["callgrind_control", "-z", str(worker)], check=True, capture_output=True)
+        for token in tokens:
+            call(token)
+        subprocess.run(["callgrind_control", "-d", str(worker)], check=True, capture_output=True)
+        dump = out / f"{name}.{worker}.1"
+        deadline = time.monotonic() + 60
+        while not dump.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return totals(dump) / n
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=100, help="counted requests per app")
+    parser.add_argument("--threads", type=int, default=4, help="threads of the one worker")
+    args = parser.parse_args()
+    if not (shutil.which("valgrind") and shutil.which("callgrind_control")):
+        print("valgrind is not installed (Debian: apt-get install valgrind)", file=sys.stderr)
+        return 2
+
+    with tempfile.TemporaryDirectory(prefix="vitd-instructions-") as tmp:
+        tmpdir = Path(tmp)
+        issuer = BenchIssuer(tmpdir)
+        body = json.dumps(order_sign_request()).encode()
+        service_port, floor_port = free_port(), free_port()
+        base = f"http://127.0.0.1:{service_port}"
+        service_env = {
+            "DATABASE_URL": f"sqlite:///{tmpdir / 'bench.sqlite3'}",
+            "CDS_TRUSTED_ISSUERS_FILE": str(issuer.file),
+            "CDS_PUBLIC_BASE_URL": base,
+            "CDS_AUTH_DISABLED": "0",
+            "PROMETHEUS_MULTIPROC_DIR": "",
+            "PYTHONHASHSEED": "0",
+        }
+        service_argv = [sys.executable, "-m", "cds_service.cli", "serve", "--host", "127.0.0.1",
+                        "--port", str(service_port), "--workers", "1",
+                        "--threads", str(args.threads)]  # fmt: skip
+        floor_argv = [sys.executable, "-m", "gunicorn", "--workers", "1",
+                      "--threads", str(args.threads), "--worker-class", "gthread",
+                      "--bind", f"127.0.0.1:{floor_port}", "bench.echo_app:app"]  # fmt: skip
+        floor_env = {"PYTHONPATH": str(REPO), "PYTHONHASHSEED": "0"}
+        print(
+            f"order-sign request {len(body):,} bytes, auth on (RS384); one gunicorn worker "
+            f"x {args.threads} threads per app; {WARMUP} warm-up, then {args.requests} counted "
+            "requests one at a time; both apps under valgrind at once (about two minutes)"
+        )
+        with ThreadPoolExecutor(2) as pool:
+            service = pool.submit(count, "service", service_argv, service_env, service_port,
+                                  issuer, body, args.requests, tmpdir)  # fmt: skip
+            floor = pool.submit(count, "floor", floor_argv, floor_env, floor_port,
+                                issuer, body, args.requests, tmpdir)  # fmt: skip
+            per_call = {"service": service.result(), "floor": floor.result()}
+
+    for name, value in per_call.items():
+        print(f"{name:8s} {value / 1e6:6.2f} million instructions per request")
+    print(
+        f"floor/service: {per_call['floor'] / per_call['service']:.2f} (the throughput ratio if "
+        "every instruction cost the same time; under load the service's cost more: see the "
+        "module docstring)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
