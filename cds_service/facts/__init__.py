@@ -56,13 +56,14 @@ class _Reader:
     def __init__(self, patient_id: str) -> None:
         self.patient_id = patient_id
         self._pattern = _patient_pattern(patient_id)
+        self._usual = f"Patient/{patient_id}"  # what nearly every resource says
         self.skipped = 0
 
     def belongs(self, resource: Mapping[str, Any], *, required: bool = True) -> bool:
         ref = _subject_reference(resource)
         if ref is None:
             return not required
-        return bool(self._pattern.search(ref))
+        return ref == self._usual or bool(self._pattern.search(ref))
 
     def of_type(
         self, resources: Iterable[Any], types: frozenset[str], *, subject_required: bool = True

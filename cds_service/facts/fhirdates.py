@@ -28,9 +28,10 @@ def parse_instant(value: Any) -> datetime | None:
     if not isinstance(value, str):
         return None
     text = value.strip()
-    day = parse_date(text)
-    if day is not None:
-        return datetime(day.year, day.month, day.day, tzinfo=UTC)
+    if len(text) <= 10:  # "2024", "2024-05", "2024-05-01": a date (longer texts never are)
+        day = parse_date(text)
+        if day is not None:
+            return datetime(day.year, day.month, day.day, tzinfo=UTC)
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
