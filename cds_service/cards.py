@@ -97,6 +97,10 @@ def _environment(finalize) -> jinja2.Environment:
         keep_trailing_newline=False,
     )
     env.filters.update(num=fmt_number, ng=fmt_ng, date=fmt_date, level=fmt_level)
+    # No globals (Jinja's range, dict, lipsum, cycler, joiner, namespace): a card names only
+    # what its finding gives, and a name the finding lacks is an error (StrictUndefined), not
+    # the repr of a builtin. It also saves copying them into every render's context.
+    env.globals.clear()
     return env
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import jinja2
 import pytest
 from fhir.resources.R4B.medicationrequest import MedicationRequest
 from fhir.resources.R4B.servicerequest import ServiceRequest
@@ -237,6 +238,16 @@ def test_every_topic_has_a_template_and_a_missing_one_is_refused(monkeypatch, tm
             cards.template("x")
     finally:
         cards.template.cache_clear()
+
+
+def test_templates_see_only_what_the_finding_gives():
+    """No Jinja globals: a name the finding lacks is an error, never the repr of a builtin."""
+    for env in (cards._SUMMARY_ENV, cards._DETAIL_ENV):
+        with pytest.raises(jinja2.UndefinedError):
+            env.from_string("{{ range }}").render({})
+        with pytest.raises(jinja2.UndefinedError):
+            env.from_string("{% for n in range(2) %}{{ n }}{% endfor %}").render({})
+        assert env.from_string("{{ range }}").render({"range": "800 IU"}) == "800 IU"
 
 
 @pytest.mark.parametrize(
