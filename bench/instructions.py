@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -35,7 +36,7 @@ sys.path.insert(0, str(REPO))  # for bench.* and tests.*
 import requests  # noqa: E402
 
 from bench.record import order_sign_request  # noqa: E402
-from bench.run import ORDER_SIGN, BenchIssuer  # noqa: E402
+from bench.run import ORDER_SIGN, BenchIssuer, floor_argv, service_env  # noqa: E402
 from tests.server_process import ServerProcess, free_port  # noqa: E402
 
 WARMUP = 30
@@ -49,15 +50,11 @@ def totals(dump: Path) -> int:
     raise ValueError(f"{dump}: no totals line")
 
 
-def count(name: str, argv: list[str], env: dict[str, str], port: int, issuer: BenchIssuer,
-          body: bytes, n: int, out: Path) -> float:  # fmt: skip
-    """Instructions per request in the one worker of the gunicorn started by `argv`."""
-    base = f"http://127.0.0.1:{port}"
-    grind = ["valgrind", "--tool=callgrind", "--trace-children=yes",
-             f"--callgrind-out-file={out}/{name}.%p"]  # fmt: skip
-    server = ServerProcess(
-        env=env, workers=1, port=port, argv=grind + argv, start_timeout_s=600, stop_timeout_s=120
-    )
+def count(name: str, server: ServerProcess, issuer: BenchIssuer, body: bytes, n: int,
+          out: Path) -> float:  # fmt: skip
+    """Instructions per request in the one worker of `server` (started under valgrind, its
+    dumps named `out`/`name`.PID)."""
+    base = server.base_url
     with server, requests.Session() as session:
         (worker,) = server.worker_pids()
 
@@ -99,33 +96,33 @@ def main() -> int:
         issuer = BenchIssuer(tmpdir)
         body = json.dumps(order_sign_request()).encode()
         service_port, floor_port = free_port(), free_port()
+
+        def grind(name: str) -> list[str]:
+            return ["valgrind", "--tool=callgrind", "--trace-children=yes",
+                    f"--callgrind-out-file={tmpdir}/{name}.%p"]  # fmt: skip
+
         base = f"http://127.0.0.1:{service_port}"
-        service_env = {
-            "DATABASE_URL": f"sqlite:///{tmpdir / 'bench.sqlite3'}",
-            "CDS_TRUSTED_ISSUERS_FILE": str(issuer.file),
-            "CDS_PUBLIC_BASE_URL": base,
-            "CDS_AUTH_DISABLED": "0",
-            "PROMETHEUS_MULTIPROC_DIR": "",
-            "PYTHONHASHSEED": "0",
-        }
-        service_argv = [sys.executable, "-m", "cds_service.cli", "serve", "--host", "127.0.0.1",
-                        "--port", str(service_port), "--workers", "1",
-                        "--threads", str(args.threads)]  # fmt: skip
-        floor_argv = [sys.executable, "-m", "gunicorn", "--workers", "1",
-                      "--threads", str(args.threads), "--worker-class", "gthread",
-                      "--bind", f"127.0.0.1:{floor_port}", "bench.echo_app:app"]  # fmt: skip
-        floor_env = {"PYTHONPATH": str(REPO), "PYTHONHASHSEED": "0"}
+        service = ServerProcess(
+            env=service_env(tmpdir, issuer, base), workers=1, threads=args.threads,
+            port=service_port, launcher=grind("service"), start_timeout_s=600,
+            stop_timeout_s=120,
+        )  # fmt: skip
+        floor = ServerProcess(
+            env={"PYTHONPATH": str(REPO)}, workers=1, port=floor_port,
+            argv=floor_argv(floor_port, 1, args.threads), launcher=grind("floor"),
+            start_timeout_s=600, stop_timeout_s=120,
+        )  # fmt: skip
         print(
             f"order-sign request {len(body):,} bytes, auth on (RS384); one gunicorn worker "
             f"x {args.threads} threads per app; {WARMUP} warm-up, then {args.requests} counted "
             "requests one at a time; both apps under valgrind at once (about two minutes)"
         )
         with ThreadPoolExecutor(2) as pool:
-            service = pool.submit(count, "service", service_argv, service_env, service_port,
-                                  issuer, body, args.requests, tmpdir)  # fmt: skip
-            floor = pool.submit(count, "floor", floor_argv, floor_env, floor_port,
-                                issuer, body, args.requests, tmpdir)  # fmt: skip
-            per_call = {"service": service.result(), "floor": floor.result()}
+            counted = {
+                name: pool.submit(count, name, server, issuer, body, args.requests, tmpdir)
+                for name, server in (("service", service), ("floor", floor))
+            }
+            per_call = {name: future.result() for name, future in counted.items()}
 
     for name, value in per_call.items():
         print(f"{name:8s} {value / 1e6:6.2f} million instructions per request")
@@ -138,4 +135,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")  # as bench/run.py: the servers inherit it
     sys.exit(main())

@@ -84,6 +84,25 @@ class BenchIssuer:
         ]
 
 
+def service_env(directory: Path, issuer: BenchIssuer, base_url: str, database_url: str | None = None
+                ) -> dict[str, str]:  # fmt: skip
+    """The service's environment in a benchmark: auth on, trusting `issuer`; SQLite by default."""
+    return {
+        "DATABASE_URL": database_url or f"sqlite:///{directory / 'bench.sqlite3'}",
+        "CDS_TRUSTED_ISSUERS_FILE": str(issuer.file),
+        "CDS_PUBLIC_BASE_URL": base_url,
+        "CDS_AUTH_DISABLED": "0",
+        "PROMETHEUS_MULTIPROC_DIR": "",
+    }
+
+
+def floor_argv(port: int, workers: int, threads: int) -> list[str]:
+    """The framework floor under the same gunicorn settings as the service."""
+    return [sys.executable, "-m", "gunicorn", "--workers", str(workers),
+            "--threads", str(threads), "--worker-class", "gthread",
+            "--bind", f"127.0.0.1:{port}", "bench.echo_app:app"]  # fmt: skip
+
+
 def rss_mb(pid: int) -> tuple[float, float]:
     """(current RSS, peak RSS) of a process in MB, from /proc."""
     fields = {}
@@ -145,13 +164,9 @@ def main() -> int:
         issuer = BenchIssuer(tmpdir, args.alg)
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        env = {
-            "DATABASE_URL": args.database_url or f"sqlite:///{tmpdir / 'bench.sqlite3'}",
-            "CDS_TRUSTED_ISSUERS_FILE": str(issuer.file),
-            "CDS_PUBLIC_BASE_URL": base,
-            "CDS_AUTH_DISABLED": "1" if args.auth == "off" else "0",
-            "PROMETHEUS_MULTIPROC_DIR": "",
-        }
+        env = service_env(tmpdir, issuer, base, args.database_url)
+        if args.auth == "off":
+            env["CDS_AUTH_DISABLED"] = "1"
         if args.redis_url:
             env["REDIS_URL"] = args.redis_url
         body = json.dumps(order_sign_request()).encode()
@@ -167,11 +182,8 @@ def main() -> int:
         floor_port = free_port()
         floor_server = ServerProcess(
             env={"PYTHONPATH": str(REPO)}, workers=args.workers, port=floor_port,
-            argv=[sys.executable, "-m", "gunicorn", "--workers", str(args.workers),
-                  "--threads", str(args.threads),
-                  "--worker-class", "gthread", "--bind", f"127.0.0.1:{floor_port}",
-                  "bench.echo_app:app"],
-        )  # fmt: skip
+            argv=floor_argv(floor_port, args.workers, args.threads),
+        )
         with (
             ServerProcess(env=env, workers=args.workers, threads=args.threads, port=port) as server,
             floor_server,

@@ -39,17 +39,19 @@ class ServerProcess:
         stop_timeout_s: float = 30.0,
         argv: Sequence[str] | None = None,
         port: int | None = None,
+        launcher: Sequence[str] = (),
     ) -> None:
         self.workers = workers
         self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self._env = {**os.environ, **env}
-        self._argv = list(argv) if argv is not None else [
+        command = list(argv) if argv is not None else [
             sys.executable, "-m", "cds_service.cli", "serve",
             "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(workers),
             *(["--threads", str(threads)] if threads else []),
             *extra_args,
         ]  # fmt: skip
+        self._argv = [*launcher, *command]  # launcher: a wrapper such as valgrind, or nothing
         self._start_timeout_s = start_timeout_s
         self._stop_timeout_s = stop_timeout_s
         self.proc: subprocess.Popen[str] | None = None
