@@ -78,13 +78,21 @@ def fmt_date(value: datetime | None) -> str:
 
 
 def fmt_level(data: Mapping[str, Any]) -> str:
-    """'12 ng/mL', '<5 ng/mL', or '12 ng/mL (30 nmol/L as reported)'."""
+    """'12 ng/mL', '<5 ng/mL', or as the lab reported it first with the conversion rounded to
+    one decimal: '45 nmol/L (about 18.0 ng/mL)' (contract §4; classification uses the exact
+    value, never this rounding)."""
     comparator = data.get("comparator") or ""
-    text = f"{comparator}{fmt_ng(data['ng_ml'])} ng/mL"
     unit = data.get("raw_unit")
-    if unit and unit not in ("ng/mL", "ng/ml") and data.get("raw_value"):
-        text += f" ({comparator}{data['raw_value']} {unit} as reported)"
-    return text
+    if (
+        unit
+        and unit not in ("ng/mL", "ng/ml")
+        and data.get("raw_value")
+        and data["ng_ml"] is not None
+    ):
+        return (
+            f"{comparator}{data['raw_value']} {unit} (about {comparator}{data['ng_ml']:.1f} ng/mL)"
+        )
+    return f"{comparator}{fmt_ng(data['ng_ml'])} ng/mL"
 
 
 def _environment(finalize) -> jinja2.Environment:
@@ -187,7 +195,14 @@ def render(finding: Finding, guideline: Guideline, patient_id: str, now: datetim
         "summary": _summary(" ".join(tpl.summary.render(context).split())),
         "indicator": finding.indicator,
         "detail": tpl.detail.render(
-            {**context, "citation": {"label": Markup(citation.label), "url": citation.url}}
+            {
+                **context,
+                "citation": {
+                    "label": Markup(citation.label),
+                    "short": Markup(citation.short),
+                    "url": citation.url,
+                },
+            }
         ).strip(),
         "source": source,
     }

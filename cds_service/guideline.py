@@ -54,6 +54,7 @@ WINDOWS = (
 AGES = (
     "child_from_years",
     "adult_from_years",
+    "liquid_below_years",
     "older_adult_years",
     "uspstf_women_from_years",
     "uspstf_anyone_from_years",
@@ -64,6 +65,7 @@ DOSES = (
     "absolute_ceiling_iu",
     "single_dose_ceiling_iu",
     "pregnancy_max_daily_iu",
+    "infant_absolute_ceiling_iu",
     "osteoporosis_min_daily_iu",
     "k2_min_vitamin_d_iu",
     "uspstf_max_daily_iu",
@@ -93,6 +95,7 @@ class Citation:
     key: str
     label: str
     url: str | None
+    short: str = ""  # the guideline's name as card prose names it ("Endocrine Society 2011")
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,16 @@ class Regimen:
 
 
 @dataclass(frozen=True)
+class UpperLimit:
+    """A tolerable upper intake level for ages below `below_months` (IOM 2011)."""
+
+    below_months: int
+    iu: float
+    ages: str  # "1-3 years", for card text
+    cite: str
+
+
+@dataclass(frozen=True)
 class Empiric:
     """es2024: empiric daily vitamin D by group (dose and the range the guideline names)."""
 
@@ -167,6 +180,7 @@ class Guideline:
     safety: Mapping[str, Cited]
     regimens: Mapping[str, Regimen]
     empiric: Empiric
+    upper_limits: tuple[UpperLimit, ...] = ()  # youngest first; from 9 years: doses
 
     def enabled(self, topic: str) -> bool:
         return bool(self.topics[topic].value)
@@ -302,7 +316,9 @@ def _check(name: str, data: Mapping[str, Any]) -> Guideline:
         url = entry.get("url")
         if url is not None and not (isinstance(url, str) and url.startswith("https://")):
             raise c.fail(f"citations.{key}.url", "must be an https URL")
-        c.citations[key] = Citation(key, c.text(f"citations.{key}.label", entry.get("label")), url)
+        label = c.text(f"citations.{key}.label", entry.get("label"))
+        short = entry.get("short", label)
+        c.citations[key] = Citation(key, label, url, c.text(f"citations.{key}.short", short))
 
     regimens = {}
     for band in BANDS:
@@ -337,6 +353,25 @@ def _check(name: str, data: Mapping[str, Any]) -> Guideline:
         if not topics[topic].value:
             raise c.fail(f"topics.{topic}", "a prescribing-safety topic cannot be turned off")
 
+    limits = c.table("upper_limits")
+    bands = limits.get("bands")
+    if not isinstance(bands, list) or not bands:
+        raise c.fail("upper_limits.bands", "missing or empty")
+    cite = c.cite("upper_limits", limits.get("cite"))
+    upper_limits = tuple(
+        UpperLimit(
+            below_months=int(
+                c.number(f"upper_limits.bands[{n}].below_months", b.get("below_months"))
+            ),
+            iu=c.number(f"upper_limits.bands[{n}].iu", b.get("iu")),
+            ages=c.text(f"upper_limits.bands[{n}].ages", b.get("ages")),
+            cite=cite,
+        )
+        for n, b in enumerate(c.table(f"upper_limits.bands[{n}]", b) for n, b in enumerate(bands))
+    )
+    if [u.below_months for u in upper_limits] != sorted({u.below_months for u in upper_limits}):
+        raise c.fail("upper_limits.bands", "ages must rise from one band to the next")
+
     empiric = c.table("empiric")
     groups = ("older_adult", "pregnancy", "child")
     return Guideline(
@@ -370,6 +405,7 @@ def _check(name: str, data: Mapping[str, Any]) -> Guideline:
             },
             cite=c.cite("empiric", empiric.get("cite")),
         ),
+        upper_limits=upper_limits,
     )
 
 

@@ -1,9 +1,11 @@
 """FHIR R4 resources for the orders a card proposes, validated with `fhir.resources.R4B`.
 
-A suggested MedicationRequest is `draft` / `order`, names the patient, codes cholecalciferol by
-RxNorm with text (the public sandbox applies nothing else), and doses in `[iU]` with timing and
-`boundsDuration` for a course (clinical.md "FHIR dose"). A repeat or safety lab is a draft
-ServiceRequest coded in LOINC with its due date. Codes come from knowledge/orderables.json.
+A suggested MedicationRequest is `draft` / `order`, names the patient, codes a cholecalciferol
+clinical drug by RxNorm with text (the public sandbox applies nothing else; `products.py` picks
+it), and doses in whole tablets or capsules of it (strength × units = the dose, contract §4
+"Suggested orders") with timing and `boundsDuration` for a course (clinical.md "FHIR dose").
+A repeat or safety lab is a draft ServiceRequest coded in LOINC with its due date. Codes come
+from knowledge/orderables.json.
 
 Validation is per order, not per call (`build`): a resource is a function of its order (a
 frozen finding, the same for every patient) and of values that are valid FHIR by construction
@@ -23,7 +25,7 @@ from typing import Any
 from fhir.resources.R4B.medicationrequest import MedicationRequest
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
-from . import ids
+from . import ids, products
 from .guideline import Schedule
 from .knowledge import load
 from .rules.findings import LabOrder, MedicationOrder
@@ -37,15 +39,6 @@ class InvalidResource(Exception):
 
 def _knowledge() -> dict:
     return load("orderables")
-
-
-def product_for(dose_iu: int) -> dict:
-    """The largest cholecalciferol product whose strength divides the dose, else the ingredient."""
-    d3 = _knowledge()["cholecalciferol"]
-    for product in d3["products"]:
-        if dose_iu % product["strength_iu"] == 0:
-            return product
-    return {**d3["ingredient"], "text": f"{d3['ingredient']['text']} {dose_iu:,} IU oral"}
 
 
 _UNIT_WORDS = {"h": "hour", "d": "day", "wk": "week", "mo": "month", "a": "year"}
@@ -105,16 +98,22 @@ def _timing(schedule: Schedule, start: datetime | None) -> dict[str, Any]:
 
 def medication_request(order: MedicationOrder, patient_id: str, now: datetime) -> dict[str, Any]:
     schedule = order.schedule
-    product = product_for(schedule.dose_iu)
+    product = products.for_dose(schedule.dose_iu, order.form)
+    if product is None:
+        raise InvalidResource(f"no product gives {schedule.dose_iu} IU exactly")
     start = None
     if order.starts_after_weeks:
         start = now + timedelta(weeks=order.starts_after_weeks)
     if start is not None and schedule.weeks is not None:
         raise InvalidResource("a delayed course is not supported")
+    forms = _knowledge()["dose_forms"]
+    form = forms[product.form]
+    amount = f"{product.units} {form['unit'] if product.units == 1 else form['plural']}"
+    dose = f"{schedule.dose_iu:,} IU ({amount} of {product.strength_iu:,} IU)"
     if schedule.count == 1:
-        text = f"{schedule.dose_iu:,} IU by mouth as a single dose"
+        text = f"{dose} by mouth as a single dose"
     else:
-        text = f"{schedule.dose_iu:,} IU by mouth {describe(schedule)}{_course(schedule)}"
+        text = f"{dose} by mouth {describe(schedule)}{_course(schedule)}"
     if start is not None and schedule.weeks is None and schedule.duration is None:
         text += f", starting {start.date().isoformat()}"
     resource = {
@@ -126,11 +125,11 @@ def medication_request(order: MedicationOrder, patient_id: str, now: datetime) -
             "coding": [
                 {
                     "system": _knowledge()["rxnorm_system"],
-                    "code": product["code"],
-                    "display": product["text"],
+                    "code": product.code,
+                    "display": product.text,
                 }
             ],
-            "text": product["text"],
+            "text": product.text,
         },
         "subject": {"reference": f"Patient/{patient_id}"},
         "authoredOn": now.date().isoformat(),
@@ -142,10 +141,10 @@ def medication_request(order: MedicationOrder, patient_id: str, now: datetime) -
                 "doseAndRate": [
                     {
                         "doseQuantity": {
-                            "value": schedule.dose_iu,
-                            "unit": "IU",
-                            "system": UCUM,
-                            "code": "[iU]",
+                            "value": product.units,
+                            "unit": form["unit"],
+                            "system": forms["system"],
+                            "code": form["code"],
                         }
                     }
                 ],

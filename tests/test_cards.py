@@ -97,7 +97,8 @@ def test_every_suggestion_is_valid_fhir_for_this_patient(produced):
                     assert concept["text"] and concept["coding"][0]["system"] == RXNORM
                     assert concept["coding"][0]["code"].isdigit()
                     dose = resource["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"]
-                    assert dose["code"] == "[iU]" and dose["system"] == "http://unitsofmeasure.org"
+                    assert dose["code"] in ("TAB", "CAP") and dose["value"] >= 1
+                    assert dose["system"].endswith("/v3-orderableDrugForm")
                 else:
                     assert resource["code"]["coding"][0]["system"] == "http://loinc.org"
                 seen += 1
@@ -115,9 +116,7 @@ def test_status_cards_name_value_unit_date_and_code(produced):
         )
         assert newest["effectiveDateTime"][:10] in card["detail"], fixture.name
         assert newest["code"]["coding"][0]["code"] in card["detail"], fixture.name
-        assert "ng/mL" in card["detail"] and card["source"]["label"] in card["detail"].replace(
-            "\\", ""
-        )
+        assert "ng/mL" in card["detail"] and "Source:" not in card["detail"]
 
 
 def test_deficiency_card_offers_the_two_adult_courses(produced):
@@ -126,8 +125,8 @@ def test_deficiency_card_offers_the_two_adult_courses(produced):
     ]
     labels = [s["label"] for s in card["suggestions"]]
     assert labels == [
-        "50,000 IU weekly × 8 wk, then 1,000 IU daily",
-        "6,000 IU daily × 8 wk, then 1,000 IU daily",
+        "50,000 IU weekly × 8 wk, then 2,000 IU daily",
+        "6,000 IU daily × 8 wk, then 2,000 IU daily",
     ]
     weekly = [a["resource"] for a in card["suggestions"][0]["actions"]]
     repeat = weekly[0]["dosageInstruction"][0]["timing"]["repeat"]
@@ -142,18 +141,31 @@ def test_deficiency_card_offers_the_two_adult_courses(produced):
             "code": "wk",
         },
     }
-    assert weekly[0]["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"]["value"] == 50000
+    # One 50,000 IU capsule per dose (strength × units = the dose shown).
+    assert weekly[0]["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"]["value"] == 1
+    assert weekly[0]["medicationCodeableConcept"]["text"] == "Cholecalciferol 50000 UNT Oral Capsule"
     assert weekly[1]["dosageInstruction"][0]["timing"]["repeat"]["boundsPeriod"]["start"]
     assert weekly[2]["code"]["coding"][0]["code"] == "62292-8"
 
 
 def test_order_sign_replaces_the_under_treating_draft(produced):
+    """The new order comes first and the delete last: the official sandbox applies only a
+    suggestion's first action, which must never be the delete alone (issue 17)."""
     (card,) = [
         c for f, s, c in produced if f.name == "adult-deficient" and s == "vitamin-d-order-sign"
     ]
     for suggestion in card["suggestions"]:
-        first = suggestion["actions"][0]
-        assert first["type"] == "delete" and first["resourceId"] == "MedicationRequest/draft-d400"
+        first, last = suggestion["actions"][0], suggestion["actions"][-1]
+        assert first["type"] == "create"
+        assert last["type"] == "delete" and last["resourceId"] == "MedicationRequest/draft-d400"
+
+
+def test_no_suggestion_starts_with_a_delete(produced):
+    for fixture, service, card in produced:
+        for suggestion in card.get("suggestions", []):
+            types = [a["type"] for a in suggestion["actions"]]
+            if "create" in types:
+                assert types[0] == "create", (fixture.name, service, suggestion["label"])
 
 
 def test_k2_card_never_overstates_the_evidence(produced):
@@ -262,16 +274,20 @@ def test_a_level_reported_in_nmol_shows_both_units():
     shown = cards.fmt_level(
         {"ng_ml": 19.99, "comparator": None, "raw_value": "49.9", "raw_unit": "nmol/L"}
     )
-    assert shown == "19.99 ng/mL (49.9 nmol/L as reported)"
+    # As reported first, the conversion to one decimal (contract §4 "Converted values").
+    assert shown == "49.9 nmol/L (about 20.0 ng/mL)"
+    eighteen = {"ng_ml": 45 / 2.496, "comparator": None, "raw_value": "45", "raw_unit": "nmol/L"}
+    assert cards.fmt_level(eighteen) == "45 nmol/L (about 18.0 ng/mL)"
 
 
 def test_detail_markdown_keeps_its_blocks_apart(produced):
-    """Lists end before the next paragraph and the source stands in its own paragraph, so a
-    markdown renderer does not run the text into a list item."""
+    """Lists end before the next paragraph, so a markdown renderer does not run the text into a
+    list item; the source is the card's `source` only, never repeated as a "Source:" paragraph
+    (clients show `source` under the detail)."""
     for fixture, service, card in produced:
         detail = card["detail"]
         where = (fixture.name, service, card["source"]["topic"]["code"])
-        assert "\n\nSource: " in detail and detail.rstrip().endswith("."), where
+        assert "Source:" not in detail and detail.rstrip().endswith((".", ")")), where
         lines = detail.split("\n")
         for line, following in zip(lines, lines[1:], strict=False):
             if line.startswith("- "):

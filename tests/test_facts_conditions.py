@@ -17,10 +17,10 @@ VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
     "system,code,expected",
     [
         (SCT, "64859006", {C.OSTEOPOROSIS}),
-        (SCT, "102447009", {C.OSTEOPOROSIS}),
+        (SCT, "102447009", {C.OSTEOPOROSIS, C.FRAGILITY_FRACTURE}),
         (ICD, "M81.0", {C.OSTEOPOROSIS}),
         (ICD, "M810", {C.OSTEOPOROSIS}),
-        (ICD, "M80.08XA", {C.OSTEOPOROSIS}),
+        (ICD, "M80.08XA", {C.OSTEOPOROSIS, C.FRAGILITY_FRACTURE}),
         (ICD, "M81.1", set()),
         (ICD, "M85.80", {C.OSTEOPENIA}),
         (SCT, "312894000", {C.OSTEOPENIA}),

@@ -39,10 +39,12 @@ def test_default_profile_follows_the_contract():
     assert not g.enabled("vitd-empiric")
 
 
-def test_es2024_turns_thresholds_off_and_empiric_on():
+def test_es2024_spares_healthy_people_but_keeps_established_indications():
+    """ES 2024 does not apply to an established indication (contract §4): a measured deficiency
+    and the risk indications for a test stay on; only insufficiency (a target) goes."""
     g = load_guideline("es2024")
-    assert not g.enabled("vitd-deficiency") and not g.enabled("vitd-insufficiency")
-    assert not g.enabled("vitd-no-recent-level")
+    assert g.enabled("vitd-deficiency") and not g.enabled("vitd-insufficiency")
+    assert g.enabled("vitd-no-recent-level")
     assert g.enabled("vitd-empiric") and g.enabled("vitd-high-level")
     assert g.empiric.adult_from_years == 75
 

@@ -290,7 +290,7 @@ INR = ["create ServiceRequest 6301-6"]
             [
                 (
                     "warning",
-                    [["delete MedicationRequest/dk", "create MedicationRequest 199362"], INR],
+                    [["create MedicationRequest 199362", "delete MedicationRequest/dk"], INR],
                 )
             ],
         ),
@@ -309,11 +309,12 @@ INR = ["create ServiceRequest 6301-6"]
             [("warning", [["delete MedicationRequest/k2"], INR])],
         ),
         (
-            "calcium + D3 + vitamin K (Viactiv) drafted: D3 500 IU replaces it",
+            "calcium + D3 + vitamin K (Viactiv) drafted: no product gives D3 500 IU exactly, so "
+            "the draft is removed and its vitamin D named for re-ordering",
             SIGN,
             [order(WARFARIN, "w1")],
             [draft(VIACTIV, "via", frequency=2)],
-            [("warning", [["delete MedicationRequest/via", "create MedicationRequest 2418"], INR])],
+            [("warning", [["delete MedicationRequest/via"], INR])],
         ),
         (
             "K2 in a contained Medication, warfarin by ATC only",
@@ -358,7 +359,7 @@ INR = ["create ServiceRequest 6301-6"]
             [
                 (
                     "warning",
-                    [["delete MedicationRequest/dk", "create MedicationRequest 199362"], INR],
+                    [["create MedicationRequest 199362", "delete MedicationRequest/dk"], INR],
                 )
             ],
         ),
@@ -500,9 +501,10 @@ def test_vka_card_names_both_products_and_the_replacement_dose():
     assert "vitamin K 180 µg per dose" in card["detail"]
     remove, inr = card["suggestions"]
     assert remove["label"] == "Replace the vitamin K product by plain cholecalciferol 2,000 IU"
-    created = remove["actions"][1]["resource"]
+    created = remove["actions"][0]["resource"]  # the create first: the sandbox applies only it
+    assert remove["actions"][1]["resourceId"] == "MedicationRequest/dk"
     assert created["medicationCodeableConcept"]["coding"][0]["code"] == "801663"
-    assert created["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"]["value"] == 2000
+    assert created["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"]["value"] == 1
     assert created["dosageInstruction"][0]["timing"]["repeat"] == {
         "frequency": 1,
         "period": 1,
@@ -649,9 +651,10 @@ def test_high_dose_names_total_and_each_order():
     )
     # Each order on its own line, and the text after the list a paragraph of its own.
     assert (
-        "- Cholecalciferol 1000 UNT Oral Tablet (RxNorm 199362; drafted now): 2,000 IU/day\n\nThis is"
+        "- Cholecalciferol 1000 UNT Oral Tablet (RxNorm 199362; drafted now): 2,000 IU/day\n\nCheck"
         in detail
     )
+    assert "above 4,000 IU/day, the tolerable upper intake level for ages 9 years and over" in detail
     assert card["source"]["url"] == "https://doi.org/10.17226/13050"  # IOM 2011
 
 
@@ -682,7 +685,7 @@ D2 = "vitd-ergocalciferol"
                 "periodUnit": "wk",
                 "boundsDuration": {"value": 8, "unit": "wk", "system": UCUM, "code": "wk"},
             },
-            "50,000 IU by mouth once weekly for 8 weeks",
+            "50,000 IU (1 capsule of 50,000 IU) by mouth once weekly for 8 weeks",
         ),
         (
             "50,000 IU every 2 weeks for 3 months",
@@ -693,25 +696,25 @@ D2 = "vitd-ergocalciferol"
                 "periodUnit": "wk",
                 "boundsDuration": {"value": 3, "unit": "mo", "system": UCUM, "code": "mo"},
             },
-            "50,000 IU by mouth once every 2 weeks for 3 months",
+            "50,000 IU (1 capsule of 50,000 IU) by mouth once every 2 weeks for 3 months",
         ),
         (
             "400 IU twice daily",
             draft(D2_400, "e", frequency=2),
             {"frequency": 2, "period": 1, "periodUnit": "d"},
-            "400 IU by mouth twice daily",
+            "400 IU (1 tablet of 400 IU) by mouth twice daily",
         ),
         (
             "50,000 IU monthly, 6 doses",
             draft(D2_50000, "e", unit="mo", doses=6),
             {"frequency": 1, "period": 1, "periodUnit": "mo", "count": 6},
-            "50,000 IU by mouth once monthly (6 doses)",
+            "50,000 IU (1 capsule of 50,000 IU) by mouth once monthly (6 doses)",
         ),
         (
             "a single 50,000 IU dose",
             draft(D2_50000, "e", doses=1),
             {"frequency": 1, "period": 1, "periodUnit": "d", "count": 1},
-            "50,000 IU by mouth as a single dose",
+            "50,000 IU (1 capsule of 50,000 IU) by mouth as a single dose",
         ),
     ],
 )
@@ -719,7 +722,7 @@ def test_ergocalciferol_replaced_at_the_same_iu_and_schedule(case, d2_draft, rep
     (card,) = cards_for(D2, drafts=[d2_draft])
     assert card["indicator"] == "info", case
     (suggestion,) = card["suggestions"]
-    delete, create = suggestion["actions"]
+    create, delete = suggestion["actions"]  # create first: the sandbox applies only the first
     assert delete["resourceId"] == "MedicationRequest/e"
     resource = create["resource"]
     dosage = resource["dosageInstruction"][0]
@@ -729,7 +732,10 @@ def test_ergocalciferol_replaced_at_the_same_iu_and_schedule(case, d2_draft, rep
     strength = (
         50000 if d2_draft["medicationCodeableConcept"]["coding"][0]["code"] == "1367410" else 400
     )
-    assert dosage["doseAndRate"][0]["doseQuantity"]["value"] == d2_dose * strength
+    # The same IU, as whole units of a D3 product of the same strength.
+    product = resource["medicationCodeableConcept"]["text"]
+    assert product.startswith(f"Cholecalciferol {strength} UNT Oral")
+    assert dosage["doseAndRate"][0]["doseQuantity"]["value"] == d2_dose
     assert "cholecalciferol" in resource["medicationCodeableConcept"]["text"].lower()
 
 
@@ -816,10 +822,28 @@ def test_hypercalcemia_risk(case, drafts, observations, conditions, fires):
     found = cards_for(HYPER, drafts=drafts, observations=observations, conditions=conditions)
     assert [c["indicator"] for c in found] == (["warning"] if fires else []), case
     if fires:
-        assert actions(found[0]) == [
-            ["delete MedicationRequest/d"],
-            ["create ServiceRequest 17861-6"],
-        ]
+        raised = bool(observations) or conditions == [HYPERCALCAEMIA]
+        if raised:  # hold vitamin D and explain the calcium: adjusted or ionised, PTH, creatinine
+            assert actions(found[0]) == [
+                [
+                    "create ServiceRequest 29265-6",
+                    "create ServiceRequest 2731-8",
+                    "create ServiceRequest 2160-0",
+                    "delete MedicationRequest/d",
+                ],
+                [
+                    "create ServiceRequest 1994-3",
+                    "create ServiceRequest 2731-8",
+                    "create ServiceRequest 2160-0",
+                    "delete MedicationRequest/d",
+                ],
+            ]
+            assert "Do not start vitamin D until" in found[0]["detail"]
+        else:  # sarcoidosis or hyperparathyroidism alone: monitor during treatment
+            assert actions(found[0]) == [
+                ["create ServiceRequest 17861-6", "create ServiceRequest 62292-8"]
+            ]
+            assert "monitor serum calcium and 25(OH)D" in found[0]["summary"]
         assert found[0]["overrideReasons"]
 
 
@@ -1037,7 +1061,7 @@ def coded_only(product: tuple[str, str], mid: str, *, status: str = "draft") -> 
             [
                 (
                     "warning",
-                    [["delete MedicationRequest/dk", "create MedicationRequest 199362"], INR],
+                    [["create MedicationRequest 199362", "delete MedicationRequest/dk"], INR],
                 )
             ],
         ),

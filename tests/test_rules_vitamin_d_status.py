@@ -52,8 +52,12 @@ def test_status_thresholds(value, unit, comparator, expected):
 @pytest.mark.parametrize(
     ("age", "pregnant", "band", "course_keys"),
     [
-        (0, False, "infant", ["daily"]),
-        (1, False, "child", ["daily", "weekly"]),
+        # Under 4 years: oral drops, for which no product code is verified: the card names the
+        # regimen and the one suggestion is the repeat level (no tablet for a toddler).
+        (0, False, "infant", ["recheck"]),
+        (1, False, "child", ["recheck"]),
+        (3, False, "child", ["recheck"]),
+        (4, False, "child", ["daily", "weekly"]),
         (17, False, "child", ["daily", "weekly"]),
         (18, False, "child", ["daily", "weekly"]),
         (19, False, "adult", ["weekly", "daily"]),
@@ -70,7 +74,12 @@ def test_deficiency_regimen_by_band(age, pregnant, band, course_keys):
     assert found.topic == "vitd-deficiency"
     assert found.data["band"] == band
     assert [p.key for p in found.proposals] == course_keys
+    assert found.data["form"] == ("liquid" if course_keys == ["recheck"] else "solid")
     regimen = DEFAULT.regimens[band]
+    if course_keys == ["recheck"]:
+        (proposal,) = found.proposals
+        assert [a.order.lab for a in proposal.actions] == ["vitamin-d-25oh"]
+        return
     for proposal, course in zip(found.proposals, regimen.courses, strict=True):
         orders = [a.order for a in proposal.actions if isinstance(a, Create)]
         meds = [o for o in orders if isinstance(o, MedicationOrder)]
@@ -116,7 +125,9 @@ def test_no_birth_date_gives_the_card_without_a_regimen():
 def test_deficiency_on_a_correction_dose_already_suggests_nothing_more():
     f = facts(levels=[level(12)], meds=[d3(50000, per="wk")])
     (found,) = [x for x in evaluate(f, DEFAULT) if x.topic == "vitd-deficiency"]
-    assert found.proposals == () and found.data["already_treating"] is True
+    # A course under way: information (course, re-check date), not a warning (issue 20 item 5).
+    assert found.proposals == () and found.data["course"] is not None
+    assert found.indicator == "info"
     # 400 IU/day on file is no treatment: the course is still offered.
     (found,) = evaluate(facts(levels=[level(12)], meds=[d3(400)]), DEFAULT)
     assert len(found.proposals) == 2
@@ -164,7 +175,9 @@ def test_under_treating_draft_is_replaced_by_the_course(hook):
     (found,) = evaluate(f, DEFAULT)
     assert found.topic == "vitd-deficiency"
     for proposal in found.proposals:
-        assert proposal.actions[0] == Delete(
+        # The new orders first, the delete last (the sandbox applies only the first action).
+        assert isinstance(proposal.actions[0], Create)
+        assert proposal.actions[-1] == Delete(
             "MedicationRequest", "draft-1", found.data["draft"][0]["name"]
         )
         assert sum(isinstance(a, Create) for a in proposal.actions) == 3
@@ -195,8 +208,8 @@ def test_high_level_with_a_draft_removes_it_and_checks_calcium():
     assert (found.topic, found.indicator) == ("vitd-high-level", "critical")
     (proposal,) = found.proposals
     assert proposal.actions == (
-        Delete("MedicationRequest", "dr", found.data["draft"][0]["name"]),
         Create(LabOrder("calcium", 0)),
+        Delete("MedicationRequest", "dr", found.data["draft"][0]["name"]),
     )
 
 
@@ -211,8 +224,16 @@ def test_insufficiency_suggests_1000_iu_for_adults_only(age, expected):
     assert on_dose.proposals == ()
 
 
-def test_es2024_has_no_level_thresholds_but_still_flags_toxicity():
-    assert evaluate(facts(age=40, levels=[level(12)]), ES2024) == []
+def test_es2024_has_no_targets_but_keeps_a_measured_deficiency_and_toxicity():
+    """ES 2024 does not apply to an established indication: a measured level below 20 ng/mL
+    still gets the deficiency card (naming the threshold's source); 25 ng/mL gets nothing."""
+    for value in (12, 4, 19.9):
+        (found,) = evaluate(facts(age=40, levels=[level(value)]), ES2024)
+        assert (found.topic, found.indicator) == ("vitd-deficiency", "warning")
+        assert found.data["no_threshold_profile"] is True and found.proposals
+    (found,) = evaluate(facts(age=40, levels=[level(4, comparator="<")]), ES2024)
+    assert found.topic == "vitd-deficiency"
+    assert evaluate(facts(age=40, levels=[level(20)]), ES2024) == []
     assert evaluate(facts(age=40, levels=[level(25)]), ES2024) == []
     assert topics(evaluate(facts(age=40, levels=[level(160)]), ES2024)) == [
         ("vitd-high-level", "critical")

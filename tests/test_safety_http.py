@@ -25,7 +25,7 @@ EXPECTED = {
         (
             "vka-vitamin-k-interaction",
             "warning",
-            ["delete MedicationRequest/draft-d3k2 + create MedicationRequest 199362", INR],
+            ["create MedicationRequest 199362 + delete MedicationRequest/draft-d3k2", INR],
         )
     ],
     ("warfarin-k2-both-active", VIEW): [("vka-vitamin-k-interaction", "warning", [INR])],
@@ -50,7 +50,7 @@ EXPECTED = {
         (
             "vitd-ergocalciferol",
             "info",
-            ["delete MedicationRequest/draft-d2 + create MedicationRequest 705728"],
+            ["create MedicationRequest 705728 + delete MedicationRequest/draft-d2"],
         )
     ],
     ("calcium-split-caco3-draft", SIGN): [("calcium-dose-split", "info", [])],
@@ -61,7 +61,12 @@ EXPECTED = {
         (
             "vitd-hypercalcemia-risk",
             "warning",
-            ["delete MedicationRequest/draft-d1000", "create ServiceRequest 17861-6"],
+            [
+                "create ServiceRequest 29265-6 + create ServiceRequest 2731-8"
+                " + create ServiceRequest 2160-0 + delete MedicationRequest/draft-d1000",
+                "create ServiceRequest 1994-3 + create ServiceRequest 2731-8"
+                " + create ServiceRequest 2160-0 + delete MedicationRequest/draft-d1000",
+            ],
         )
     ],
 }

@@ -33,6 +33,7 @@ class _Matchers:
     atc_prefix: tuple[tuple[str, Ingredient], ...]
     patterns: tuple[tuple[re.Pattern[str], Ingredient], ...]
     calcium_exclusion: re.Pattern[str]
+    text_exclusions: tuple[tuple[Ingredient, re.Pattern[str]], ...]
 
 
 @cache
@@ -54,6 +55,11 @@ def _matchers() -> _Matchers:
         for pattern in entry["patterns"]:
             patterns.append((re.compile(pattern["regex"], re.IGNORECASE), ingredient))
     exclusion = data["ingredients"]["calcium"]["not_in_component_with"]["regex"]
+    text_exclusions = tuple(
+        (Ingredient(name), re.compile(entry["not_in_text_with"]["regex"], re.IGNORECASE))
+        for name, entry in data["ingredients"].items()
+        if "not_in_text_with" in entry
+    )
     return _Matchers(
         rxnorm_system=data["systems"]["rxnorm"],
         atc_system=data["systems"]["atc"],
@@ -62,6 +68,7 @@ def _matchers() -> _Matchers:
         atc_prefix=tuple(atc_prefix),
         patterns=tuple(patterns),
         calcium_exclusion=re.compile(exclusion, re.IGNORECASE),
+        text_exclusions=text_exclusions,
     )
 
 
@@ -98,6 +105,10 @@ def _recognise_text(text: str) -> frozenset[Ingredient]:
                 ):
                     continue
                 found.add(ingredient)
+    # A local form (cream, inhaler, eye drops) of a systemic drug class is not that class.
+    for ingredient, exclusion in matchers.text_exclusions:
+        if ingredient in found and exclusion.search(text):
+            found.discard(ingredient)
     # A specific form makes the unspecified one redundant ("Vitamin D3" is not also "vitamin D").
     if found & {Ingredient.VITAMIN_D3, Ingredient.VITAMIN_D2}:
         found.discard(Ingredient.VITAMIN_D_UNSPECIFIED)
@@ -189,7 +200,19 @@ def _product(resource: dict, referenced: Mapping[str, dict]):
         ref = resource.get("medicationReference")
         if isinstance(ref, dict) and isinstance(ref.get("display"), str):
             texts.append(ref["display"])
-    return codings, texts + _rxnorm_names(codings, texts), stated
+    return codings, texts + _rxnorm_names(codings, texts) + _atc_names(codings), stated
+
+
+def _atc_names(codings: list[tuple[Any, Any]]) -> list[str]:
+    """Drug names of ATC codes (knowledge `atc_names`): a product coded only by ATC is named
+    by its drug ("phenprocoumon"), never "unnamed product"."""
+    names = load("medications")["atc_names"]
+    system = _matchers().atc_system
+    return [
+        names[code.strip().upper()]
+        for coding_system, code in codings
+        if coding_system == system and isinstance(code, str) and code.strip().upper() in names
+    ]
 
 
 def _rxnorm_names(codings: list[tuple[Any, Any]], texts: list[str]) -> list[str]:

@@ -25,6 +25,9 @@ class Ingredient(enum.StrEnum):
     VKA = "vka"  # warfarin, acenocoumarol, phenprocoumon, fluindione, phenindione
     DOAC = "doac"  # apixaban, rivaroxaban, edoxaban, dabigatran
     HEPARIN = "heparin"  # unfractionated and low-molecular-weight heparins
+    # prednisone, prednisolone, methylprednisolone, dexamethasone, hydrocortisone by mouth or
+    # injection (not inhaled, nasal or topical)
+    SYSTEMIC_GLUCOCORTICOID = "systemic-glucocorticoid"
 
     @property
     def is_vitamin_d(self) -> bool:
@@ -187,6 +190,7 @@ class ConditionCategory(enum.StrEnum):
     FALLS = "falls"
     MALABSORPTION = "malabsorption"
     PREGNANCY = "pregnancy"
+    FRAGILITY_FRACTURE = "fragility-fracture"
 
 
 @dataclass(frozen=True)

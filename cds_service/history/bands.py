@@ -35,8 +35,11 @@ def bands_for(guideline: Guideline) -> Bands:
     cites = dict.fromkeys(guideline.levels[name].cite for name in names)
     sources = "; ".join(guideline.citation(key).label for key in cites)
     source = f"profile {guideline.profile} ({guideline.title}): {sources}"
-    if not guideline.enabled("vitd-deficiency"):
-        source += "; this profile sets no 25(OH)D targets: bands shown for reference only"
+    if not guideline.enabled("vitd-insufficiency"):
+        source += (
+            "; this profile sets no 25(OH)D targets for healthy people (a measured level below"
+            " the deficiency band is still treated): bands shown for reference only"
+        )
     return Bands(
         deficiency_below=guideline.level("deficiency_below_ng_ml"),
         insufficiency_below=guideline.level("insufficiency_below_ng_ml"),

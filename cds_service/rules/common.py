@@ -15,6 +15,8 @@ from ..facts.model import (
     VitaminDLevel,
 )
 from ..guideline import Guideline, Regimen, Schedule
+from ..products import for_dose
+from .findings import MedicationOrder
 
 LOWER = frozenset({"<", "<="})
 UPPER = frozenset({">", ">="})
@@ -84,6 +86,78 @@ def band(facts: Facts, g: Guideline) -> str | None:
     if patient.age_years < g.age("adult_from_years"):
         return "child"
     return "adult"
+
+
+def age_months(facts: Facts) -> int | None:
+    """Whole months of age at the hook's time; None without a birthDate."""
+    patient = facts.patient
+    if patient is None or patient.birth_date is None:
+        return None
+    born, today = patient.birth_date, facts.now.date()
+    return (today.year - born.year) * 12 + today.month - born.month - (today.day < born.day)
+
+
+def upper_limit(facts: Facts, g: Guideline) -> tuple[float, str, str] | None:
+    """The tolerable upper intake level of the patient's age: (IU/day, ages, citation key).
+    From 9 years (and in pregnancy) `no_deficiency_ceiling_iu`; None without a birthDate."""
+    months = age_months(facts)
+    if months is None and not facts.pregnant:
+        return None
+    if months is not None and not facts.pregnant:
+        for limit in g.upper_limits:
+            if months < limit.below_months:
+                return limit.iu, limit.ages, limit.cite
+    ceiling = g.doses["no_deficiency_ceiling_iu"]
+    return ceiling.value, "ages 9 years and over", ceiling.cite
+
+
+def interval_days(med: Medication) -> float | None:
+    """Days between two administrations of the product's vitamin D (7 for once weekly);
+    None when the dose or the schedule cannot be read."""
+    dose, daily = med.vitamin_d_iu_per_dose, med.vitamin_d_iu_per_day
+    if not dose or not daily:
+        return None
+    return dose / daily
+
+
+def intermittent(med: Medication, g: Guideline) -> bool:
+    """A weekly-or-rarer dose, a single (bolus) dose, or a dose above the pregnancy daily
+    ceiling given less often than daily: not the daily dosing pregnancy calls for."""
+    if med.timing is not None and med.timing.count == 1 and med.vitamin_d_iu_per_dose:
+        return True
+    days = interval_days(med)
+    if days is None:
+        return False
+    dose = med.vitamin_d_iu_per_dose or 0.0
+    return days >= 7 - 1e-9 or (days > 1 + 1e-9 and dose > g.dose("pregnancy_max_daily_iu"))
+
+
+def dose_form(facts: Facts, g: Guideline) -> str:
+    """ "liquid" (oral drops) for children under 4, else "solid" (tablets, capsules)."""
+    months = age_months(facts)
+    if months is not None and months < 12 * g.age("liquid_below_years") and not facts.pregnant:
+        return "liquid"
+    return "solid"
+
+
+def order_for(facts: Facts, g: Guideline, schedule: Schedule, **kw) -> MedicationOrder | None:
+    """A cholecalciferol order for `schedule` in the patient's dose form, when a product gives
+    the dose exactly (contract §4 "Suggested orders"); None when none does."""
+    form = dose_form(facts, g)
+    if for_dose(schedule.dose_iu, form) is None:
+        return None
+    return MedicationOrder(schedule, form=form, **kw)
+
+
+def duplicates(med: Medication, schedule: Schedule) -> bool:
+    """An active plain vitamin D order already gives this dose on this schedule."""
+    if not vitamin_d_only(med) or med.vitamin_d_iu_per_dose is None:
+        return False
+    same_daily = (
+        med.vitamin_d_iu_per_day is not None
+        and abs(med.vitamin_d_iu_per_day - schedule.daily_iu) < 1e-6
+    )
+    return abs(med.vitamin_d_iu_per_dose - schedule.dose_iu) < 1e-6 and same_daily
 
 
 def regimen(facts: Facts, g: Guideline) -> Regimen | None:

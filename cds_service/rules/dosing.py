@@ -15,7 +15,7 @@ from ..facts.model import ConditionCategory as C
 from ..facts.model import Facts, Ingredient, Medication
 from ..guideline import Guideline
 from . import common
-from .findings import Action, Create, Delete, Finding, LabOrder, MedicationOrder, Proposal
+from .findings import Action, Create, Delete, Finding, LabOrder, Proposal
 
 HIGH_DOSE = "vitd-high-dose"
 ERGOCALCIFEROL = "vitd-ergocalciferol"
@@ -29,48 +29,82 @@ def _drafted_vitamin_d(facts: Facts) -> list[Medication]:
 
 
 def high_dose(facts: Facts, g: Guideline) -> Finding | None:
+    """Each limit the drafted vitamin D crosses, most severe first (contract §4 row)."""
     drafted = _drafted_vitamin_d(facts)
     if not g.enabled(HIGH_DOSE) or not drafted:
         return None
     orders = common.vitamin_d_products(common.unique((*facts.medications, *facts.drafts)))
     total = common.daily_vitamin_d(orders)
+    window = g.window_days("deficiency_course_months")
+    deficient = common.deficient(facts, g, within_days=window)
+    months = common.age_months(facts)
+    infant = months is not None and months < 12 and not facts.pregnant
+    crossed: list[dict] = []
+
+    def cross(kind: str, limit: float, cite: str, **extra) -> None:
+        crossed.append({"kind": kind, "limit": limit, "cite": cite, **extra})
+
     single_ceiling = g.dose("single_dose_ceiling_iu")
     single = [
         d
         for d in drafted
         if d.vitamin_d_iu_per_dose is not None and d.vitamin_d_iu_per_dose >= single_ceiling
     ]
-    window = g.window_days("deficiency_course_months")
-    deficient = common.deficient(facts, g, within_days=window)
-    absolute = g.dose("absolute_ceiling_iu")
-    ceiling = g.dose("no_deficiency_ceiling_iu")
-    over_absolute = total > absolute
-    over_ceiling = total > ceiling and not deficient
-    if not (single or over_absolute or over_ceiling):
-        return None
     if single:
-        cite = g.doses["single_dose_ceiling_iu"].cite
-    elif over_absolute:
-        cite = g.doses["absolute_ceiling_iu"].cite
-    else:
-        cite = g.doses["no_deficiency_ceiling_iu"].cite
+        cross("single", single_ceiling, g.doses["single_dose_ceiling_iu"].cite)
+    absolute = "infant_absolute_ceiling_iu" if infant else "absolute_ceiling_iu"
+    if total > g.dose(absolute):
+        cross("absolute", g.dose(absolute), g.doses[absolute].cite, infant=infant)
+    intermittent = []
+    if facts.pregnant:
+        intermittent = [d for d in drafted if common.intermittent(d, g)]
+        if intermittent:
+            cross("pregnancy-intermittent", g.dose("pregnancy_max_daily_iu"), "iom2011")
+        if total > g.dose("pregnancy_max_daily_iu") and not any(
+            c["kind"] == "absolute" for c in crossed
+        ):
+            cross(
+                "pregnancy-total",
+                g.dose("pregnancy_max_daily_iu"),
+                g.doses["pregnancy_max_daily_iu"].cite,
+            )
+    limit = common.upper_limit(facts, g)
+    if limit is None:  # no birthDate: the limit of ages 9 and over still applies
+        ceiling = g.doses["no_deficiency_ceiling_iu"]
+        limit = (ceiling.value, "age unknown", ceiling.cite)
+    ul, ages, ul_cite = limit
+    if total > ul and not deficient and not crossed:
+        cross("upper-limit", ul, ul_cite, ages=ages)
+    if not crossed:
+        return None
     level = common.latest_valid(facts, within_days=window)
+    for item in crossed:
+        item["source"] = g.citation(item["cite"]).label
     data = {
         "total": total,
         "parts": [common.describe(m) for m in orders],
         "unknown": [m.name for m in orders if m.vitamin_d_iu_per_day is None],
         "single": [common.describe(m) for m in single],
-        "single_ceiling": single_ceiling,
-        "over_absolute": over_absolute,
-        "over_ceiling": over_ceiling,
-        "absolute": absolute,
-        "ceiling": ceiling,
+        "intermittent": [common.describe(m) for m in intermittent],
+        "crossed": crossed,
+        "first": crossed[0],
+        "pregnant": facts.pregnant,
         "deficient": deficient,
-        "level_ng_ml": level.ng_ml if level else None,
-        "level_date": level.when if level else None,
+        "level": vitamin_d_status_level(level) if level else None,
         "months": g.windows["deficiency_course_months"].value,
     }
-    return Finding(HIGH_DOSE, "warning", cite, data)
+    return Finding(HIGH_DOSE, "warning", crossed[0]["cite"], data)
+
+
+def vitamin_d_status_level(level) -> dict:
+    return {
+        "ng_ml": level.ng_ml,
+        "comparator": level.comparator,
+        "raw_value": level.raw_value,
+        "raw_unit": level.raw_unit,
+        "date": level.when,
+        "loinc": level.loinc,
+    }
 
 
 def ergocalciferol(facts: Facts, g: Guideline) -> Finding | None:
@@ -80,22 +114,25 @@ def ergocalciferol(facts: Facts, g: Guideline) -> Finding | None:
     actions: list[Action] = []
     replaced = []
     kept = []
+    deletes: list[Action] = []
     for draft in drafted:
         schedule = common.same_schedule(draft, "replace") if common.vitamin_d_only(draft) else None
-        if schedule is None or draft.id is None:
+        order = common.order_for(facts, g, schedule) if schedule is not None else None
+        if order is None or draft.id is None:
             kept.append(draft.name)
             continue
-        actions += [
-            Delete(draft.resource_type, draft.id, draft.name),
-            Create(MedicationOrder(schedule)),
-        ]
+        actions.append(Create(order))  # creates first, deletes last (the sandbox applies
+        deletes.append(Delete(draft.resource_type, draft.id, draft.name))  # only the first)
         replaced.append({"name": draft.name, "dose": schedule})
+    actions += deletes
     proposals = (Proposal("replace", tuple(actions), {"replaced": replaced}),) if actions else ()
     data = {"drafts": [common.describe(d) for d in drafted], "replaced": replaced, "kept": kept}
     return Finding(ERGOCALCIFEROL, "info", g.topics[ERGOCALCIFEROL].cite, data, proposals)
 
 
 def hypercalcemia_risk(facts: Facts, g: Guideline) -> Finding | None:
+    """Drafted vitamin D with a raised calcium or hypercalcaemia (hold it and explain the
+    calcium first), or with sarcoidosis / primary hyperparathyroidism alone (monitor)."""
     drafted = _drafted_vitamin_d(facts)
     if not g.enabled(HYPERCALCEMIA) or not drafted:
         return None
@@ -109,11 +146,26 @@ def hypercalcemia_risk(facts: Facts, g: Guideline) -> Finding | None:
     high = common.calcium_raised(facts, g)
     if not conditions and not high:
         return None
+    raised = high or common.has(facts, C.HYPERCALCEMIA)
     deletes = tuple(Delete(d.resource_type, d.id, d.name) for d in drafted if d.id is not None)
-    check = Proposal("calcium", (Create(LabOrder("calcium", 0)),))
-    proposals = ((Proposal("remove", deletes, {"count": len(deletes)}),) if deletes else ()) + (
-        check,
-    )
+    if raised:
+        workup = (Create(LabOrder("pth", 0)), Create(LabOrder("creatinine", 0)))
+        proposals: tuple[Proposal, ...] = tuple(
+            Proposal(
+                key,
+                (Create(LabOrder(lab, 0)), *workup, *deletes),
+                {"removes": bool(deletes)},
+            )
+            for key, lab in (
+                ("hold-adjusted", "calcium-albumin-adjusted"),
+                ("hold-ionised", "calcium-ionised"),
+            )
+        )
+        cite = "hypercalcaemia-workup"
+    else:
+        monitor = (Create(LabOrder("calcium", 0)), Create(LabOrder("vitamin-d-25oh", 0)))
+        proposals = (Proposal("monitor", monitor),)
+        cite = g.topics[HYPERCALCEMIA].cite
     data = {
         "drafts": [common.describe(d) for d in drafted],
         "conditions": conditions,
@@ -129,12 +181,13 @@ def hypercalcemia_risk(facts: Facts, g: Guideline) -> Finding | None:
             else None
         ),
         "high": high,
+        "raised": raised,
         "threshold": threshold,
         "sarcoidosis": common.has(facts, C.SARCOIDOSIS),
         "phpt": common.has(facts, C.PRIMARY_HYPERPARATHYROIDISM),
         "hypercalcemia": common.has(facts, C.HYPERCALCEMIA),
     }
-    return Finding(HYPERCALCEMIA, "warning", g.topics[HYPERCALCEMIA].cite, data, proposals)
+    return Finding(HYPERCALCEMIA, "warning", cite, data, proposals)
 
 
 def evaluate(facts: Facts, g: Guideline) -> list[Finding]:

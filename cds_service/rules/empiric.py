@@ -1,8 +1,10 @@
 """`vitd-empiric` (profile es2024 only): empiric daily vitamin D without a level.
 
 Endocrine Society 2024: adults >= 75, pregnancy, and ages 1-18, not already on >= 400 IU/day,
-without hypercalcaemia, sarcoidosis or primary hyperparathyroidism. Daily rather than
-intermittent high doses. patient-view only.
+without hypercalcaemia, sarcoidosis, primary hyperparathyroidism or a raised serum calcium, and
+without a measured deficiency (`vitd-deficiency` speaks: ES 2024 excludes established
+indications) or a high level. Daily rather than intermittent high doses; the doses are the IOM
+2011 RDA, since ES 2024 names none. patient-view only.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from ..facts.model import Facts
 from ..guideline import Guideline
 from . import common
-from .findings import Create, Finding, MedicationOrder, Proposal
+from .findings import Create, Finding, Proposal
 
 TOPIC = "vitd-empiric"
 
@@ -34,12 +36,27 @@ def evaluate(facts: Facts, g: Guideline) -> list[Finding]:
     who = group(facts, g)
     if who is None:
         return []
-    if common.has(facts, *common.HYPERCALCEMIA_RISKS):
+    if common.needs_calcium_watch(facts, g):
+        return []
+    level = common.current_level(facts, g)
+    if level is not None and (
+        common.below(level, g.level("deficiency_below_ng_ml"))  # vitd-deficiency speaks
+        or common.above(level, g.level("high_above_ng_ml"))  # vitd-high-level: hold vitamin D
+    ):
         return []
     daily_iu = common.daily_vitamin_d(facts.medications)
     if daily_iu >= g.empiric.already_on_daily_iu:
         return []
     dose = g.empiric.doses[who]
-    data = {"group": who, "dose": dose, "range": g.empiric.ranges[who], "daily_iu": daily_iu}
-    proposal = Proposal("daily", (Create(MedicationOrder(dose)),), {"dose": dose})
-    return [Finding(TOPIC, "info", g.empiric.cite, data, (proposal,))]
+    order = common.order_for(facts, g, dose)
+    data = {
+        "group": who,
+        "dose": dose,
+        "range": g.empiric.ranges[who],
+        "daily_iu": daily_iu,
+        "on_file": common.describe_all(common.vitamin_d_products(facts.medications)),
+        "orderable": order is not None,
+        "form": common.dose_form(facts, g),
+    }
+    proposals = (Proposal("daily", (Create(order),), {"dose": dose}),) if order else ()
+    return [Finding(TOPIC, "info", g.empiric.cite, data, proposals)]

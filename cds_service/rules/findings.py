@@ -16,10 +16,13 @@ Indicator = Literal["info", "warning", "critical"]
 
 @dataclass(frozen=True)
 class MedicationOrder:
-    """A cholecalciferol order to create; `starts_after_weeks` delays a maintenance dose."""
+    """A cholecalciferol order to create; `starts_after_weeks` delays a maintenance dose.
+    `form`: "solid" (tablets, capsules) or "liquid" (oral drops, children under 4). Rules
+    propose one only when `products.for_dose` finds a product that gives the dose exactly."""
 
     schedule: Schedule
     starts_after_weeks: int | None = None
+    form: str = "solid"
 
 
 @dataclass(frozen=True)

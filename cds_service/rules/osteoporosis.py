@@ -5,7 +5,7 @@
   On order hooks only when vitamin D is drafted and the total with the draft stays < 800. No
   vitamin D suggestion while the level is deficient (the deficiency card carries the regimen).
 - k2-consideration (patient-view): osteoporosis already on >= 800 IU/day vitamin D and calcium,
-  or vitamin D > 4,000 IU/day; never with any VKA, nor when a vitamin K product is on file.
+  or long-term vitamin D > 4,000 IU/day (a time-limited correction course does not count); never with any VKA, nor when a vitamin K product is on file.
   Not with a high 25(OH)D either. Information only: no order is suggested.
 """
 
@@ -17,7 +17,7 @@ from ..facts.model import ConditionCategory as C
 from ..facts.model import Facts, Ingredient
 from ..guideline import Guideline, Schedule
 from . import common
-from .findings import Create, Finding, MedicationOrder, Proposal
+from .findings import Create, Finding, Proposal
 
 STEP_IU = 400  # the smallest tablet suggested (cholecalciferol 400 IU)
 
@@ -38,7 +38,9 @@ def _calcium_vitamin_d(facts: Facts, g: Guideline) -> Finding | None:
     proposals: tuple[Proposal, ...] = ()
     if not deficient and not calcium_watch:
         add = Schedule(int(math.ceil((minimum - daily_iu) / STEP_IU) * STEP_IU), "d", key="add")
-        proposals = (Proposal("add", (Create(MedicationOrder(add)),), {"dose": add}),)
+        order = common.order_for(facts, g, add)
+        if order is not None:
+            proposals = (Proposal("add", (Create(order),), {"dose": add}),)
     data = {
         "daily_iu": daily_iu,
         "minimum": minimum,
@@ -66,7 +68,10 @@ def _k2(facts: Facts, g: Guideline) -> Finding | None:
         and daily_iu >= g.dose("k2_min_vitamin_d_iu")
         and on_calcium
     )
-    high_dose = daily_iu > g.dose("risk_daily_iu_above")
+    # A time-limited course (boundsDuration or a count of doses: a deficiency correction) is not
+    # long-term vitamin D: only open-ended use counts towards the high-dose reason.
+    long_term = [m for m in facts.medications if m.course_days is None]
+    high_dose = common.daily_vitamin_d(long_term) > g.dose("risk_daily_iu_above")
     if not (established or high_dose):
         return None
     data = {"daily_iu": daily_iu, "established": established, "high_dose": high_dose}

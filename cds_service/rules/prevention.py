@@ -3,7 +3,8 @@
 USPSTF 2018: Grade D against daily <= 400 IU vitamin D and <= 1,000 mg calcium to prevent
 fractures in community-dwelling postmenopausal women (taken here as women >= 50), and Grade D
 against vitamin D to prevent falls in community-dwelling adults >= 65. Neither applies with
-osteoporosis/osteopenia, a deficiency level or diagnosis, or a fall history (contract §4).
+osteoporosis/osteopenia, a fragility fracture, an active systemic glucocorticoid, a deficiency
+level or diagnosis, or a fall history (contract §4).
 Men >= 65 are covered by the falls statement only, which is about vitamin D: a calcium-only
 draft for a man gets no card (USPSTF: insufficient evidence, I).
 """
@@ -44,8 +45,12 @@ def evaluate(facts: Facts, g: Guideline) -> list[Finding]:
     older = age >= g.age("uspstf_anyone_from_years")
     if not (woman or older):
         return []
-    if common.has(facts, C.OSTEOPOROSIS, C.OSTEOPENIA, C.VITAMIN_D_DEFICIENCY, C.FALLS):
+    if common.has(
+        facts, C.OSTEOPOROSIS, C.OSTEOPENIA, C.VITAMIN_D_DEFICIENCY, C.FALLS, C.FRAGILITY_FRACTURE
+    ):
         return []
+    if any(m.has(Ingredient.SYSTEMIC_GLUCOCORTICOID) for m in facts.medications):
+        return []  # long-term glucocorticoids: a secondary-prevention question, not USPSTF's
     if common.deficient(facts, g):
         return []
     # A product that carries anything else (vitamin K, a drug) is not a plain supplement here.

@@ -10,10 +10,13 @@ drafted for a high level (remove it).
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from ..facts.model import ConditionCategory as C
 from ..facts.model import Facts, Medication, VitaminDLevel
 from ..guideline import Guideline, Regimen, Schedule
 from . import common
-from .findings import Create, Delete, Finding, LabOrder, MedicationOrder, Proposal
+from .findings import Create, Delete, Finding, LabOrder, Proposal
 
 
 def level_data(level: VitaminDLevel) -> dict:
@@ -28,88 +31,145 @@ def level_data(level: VitaminDLevel) -> dict:
 
 
 def regimen_proposals(
-    regimen: Regimen, g: Guideline, replace: tuple[Medication, ...] = ()
+    facts: Facts, regimen: Regimen, g: Guideline, replace: tuple[Medication, ...] = ()
 ) -> tuple[Proposal, ...]:
-    """Each course with its maintenance and a repeat level, as one suggestion per course."""
-    deletes = tuple(Delete(d.resource_type, d.id, d.name) for d in replace if d.id is not None)
-    repeat = LabOrder("vitamin-d-25oh", round(g.window_days("repeat_level_months")))
-    return tuple(
-        Proposal(
-            key=course.key,
-            actions=(
-                *deletes,
-                Create(MedicationOrder(course)),
-                Create(MedicationOrder(regimen.maintenance, starts_after_weeks=course.weeks)),
-                Create(repeat),
-            ),
-            data={"course": course, "maintenance": regimen.maintenance, "replaces": bool(deletes)},
+    """Each course with its maintenance and a repeat level, as one suggestion per course.
+
+    Only orders a product gives exactly (`common.order_for`); no maintenance order when vitamin D
+    is already on file (the card names it: never a second, duplicate order); a replaced draft is
+    deleted after the new order is created (create first: the sandbox applies only the first
+    action). With no orderable course (oral drops for children under 4 have no verified
+    product), one suggestion orders the repeat level and the card names the regimen.
+    """
+    repeat = Create(LabOrder("vitamin-d-25oh", round(g.window_days("repeat_level_months"))))
+    on_file = common.vitamin_d_products(facts.medications)
+    proposals = []
+    for course in regimen.courses:
+        order = common.order_for(facts, g, course)
+        if order is None:
+            continue
+        maintenance = None
+        if not on_file:
+            maintenance = common.order_for(
+                facts, g, regimen.maintenance, starts_after_weeks=course.weeks
+            )
+        deletes = tuple(Delete(d.resource_type, d.id, d.name) for d in replace if d.id is not None)
+        actions = (
+            Create(order),
+            *((Create(maintenance),) if maintenance else ()),
+            repeat,
+            *deletes,
         )
-        for course in regimen.courses
-    )
+        proposals.append(
+            Proposal(
+                key=course.key,
+                actions=actions,
+                data={
+                    "course": course,
+                    "maintenance": regimen.maintenance if maintenance else None,
+                    "replaces": bool(deletes),
+                },
+            )
+        )
+    if not proposals:
+        proposals.append(
+            Proposal("recheck", (repeat,), {"months": g.windows["repeat_level_months"].value})
+        )
+    return tuple(proposals)
+
+
+def course_under_way(facts: Facts, g: Guideline, regimen: Regimen | None) -> dict | None:
+    """An active vitamin D order or statement at correction strength (at least the smallest
+    course's daily-equivalent): what it is, when it started and when to re-check the level."""
+    loading = min(c.daily_iu for c in regimen.courses) if regimen else None
+    if loading is None:
+        return None
+    for med in common.vitamin_d_products(facts.medications):
+        if med.vitamin_d_iu_per_day is not None and med.vitamin_d_iu_per_day >= loading - 1e-6:
+            started = med.started or med.authored
+            recheck = (
+                started + timedelta(days=g.window_days("repeat_level_months")) if started else None
+            )
+            return {**common.describe(med), "started": started, "recheck": recheck}
+    return None
+
+
+def _context(facts: Facts, g: Guideline, level: VitaminDLevel) -> dict:
+    """What every status card names: the level and the vitamin D and history on file."""
+    on_file = common.vitamin_d_products(facts.medications)
+    return {
+        "level": level_data(level),
+        "band": common.band(facts, g),
+        "form": common.dose_form(facts, g),
+        "active_iu": common.daily_vitamin_d(facts.medications),
+        "on_file": common.describe_all(on_file),
+        "stones": [
+            {"display": c.display or c.code[1], "code": c.code[1], "onset": c.onset}
+            for c in facts.conditions
+            if C.NEPHROLITHIASIS in c.categories
+        ],
+        "calcium_watch": common.needs_calcium_watch(facts, g),
+    }
 
 
 def _deficiency(facts: Facts, g: Guideline, level: VitaminDLevel) -> Finding | None:
     regimen = common.regimen(facts, g)
-    active_iu = common.daily_vitamin_d(facts.medications)
+    cited = g.levels["deficiency_below_ng_ml"]
     data = {
-        "level": level_data(level),
-        "band": common.band(facts, g),
+        **_context(facts, g, level),
         "regimen": regimen,
-        "active_iu": active_iu,
-        "active": common.describe_all(common.vitamin_d_products(facts.medications)),
-        "threshold": g.level("deficiency_below_ng_ml"),
+        "threshold": cited.value,
+        "threshold_source": g.citation(cited.cite).short,
+        "no_threshold_profile": g.profile == "es2024",
         "draft": None,
         "draft_iu": None,
-        "already_treating": False,
-        "calcium_watch": common.needs_calcium_watch(facts, g),
+        "course": None,
     }
+    cite = g.topics["vitd-deficiency"].cite
     if facts.hook == "patient-view":
+        course = course_under_way(facts, g, regimen)
+        if course is not None:
+            data["course"] = course  # a correction course is under way: information only
+            return Finding("vitd-deficiency", "info", cite, data)
         if regimen is None or data["calcium_watch"]:
             proposals: tuple[Proposal, ...] = ()  # no birthDate, or vitamin D needs calcium watch
-        elif active_iu >= min(c.daily_iu for c in regimen.courses):
-            proposals = ()  # a correction-strength dose is already on file: never stack it
-            data["already_treating"] = True
         else:
-            proposals = regimen_proposals(regimen, g)
-        return Finding(
-            "vitd-deficiency", "warning", g.topics["vitd-deficiency"].cite, data, proposals
-        )
+            proposals = regimen_proposals(facts, regimen, g)
+        return Finding("vitd-deficiency", "warning", cite, data, proposals)
 
     if regimen is None or data["calcium_watch"]:
         return None  # vitd-hypercalcemia-risk speaks for the draft
     loading = min(c.daily_iu for c in regimen.courses)
     drafts = common.vitamin_d_products(common.focus_drafts(facts))
     under = [d for d in drafts if d.vitamin_d_iu_per_day is not None]
-    if not under or common.daily_vitamin_d(under) + active_iu >= loading:
+    if not under or common.daily_vitamin_d(under) + data["active_iu"] >= loading:
         return None
     replace = tuple(d for d in under if common.vitamin_d_only(d))
     data["draft"] = common.describe_all(under)
     data["draft_iu"] = common.daily_vitamin_d(under)
     return Finding(
-        "vitd-deficiency",
-        "warning",
-        g.topics["vitd-deficiency"].cite,
-        data,
-        regimen_proposals(regimen, g, replace),
+        "vitd-deficiency", "warning", cite, data, regimen_proposals(facts, regimen, g, replace)
     )
 
 
 def _insufficiency(facts: Facts, g: Guideline, level: VitaminDLevel) -> Finding | None:
     if facts.hook != "patient-view":
         return None
-    active_iu = common.daily_vitamin_d(facts.medications)
-    band = common.band(facts, g)
+    context = _context(facts, g, level)
     dose = Schedule(int(g.dose("insufficiency_daily_iu")), "d", key="daily")
     proposals: tuple[Proposal, ...] = ()
-    calcium_watch = common.needs_calcium_watch(facts, g)
-    if band in ("adult", "pregnancy") and active_iu < dose.daily_iu and not calcium_watch:
-        proposals = (Proposal("daily", (Create(MedicationOrder(dose)),), {"dose": dose}),)
+    order = common.order_for(facts, g, dose)
+    wanted = (
+        context["band"] in ("adult", "pregnancy")
+        and context["active_iu"] < dose.daily_iu
+        and not context["calcium_watch"]
+        and not any(common.duplicates(m, dose) for m in facts.medications)
+    )
+    if wanted and order is not None:
+        proposals = (Proposal("daily", (Create(order),), {"dose": dose}),)
     data = {
-        "level": level_data(level),
-        "band": band,
-        "active_iu": active_iu,
+        **context,
         "dose": dose,
-        "calcium_watch": calcium_watch,
         "threshold_low": g.level("deficiency_below_ng_ml"),
         "threshold": g.level("insufficiency_below_ng_ml"),
     }
@@ -125,7 +185,7 @@ def _high(facts: Facts, g: Guideline, level: VitaminDLevel) -> Finding | None:
         return None
     check_calcium = Create(LabOrder("calcium", 0))
     deletes = tuple(Delete(d.resource_type, d.id, d.name) for d in drafts if d.id is not None)
-    proposals = [Proposal("calcium", (*deletes, check_calcium), {"removes": bool(deletes)})]
+    proposals = [Proposal("calcium", (check_calcium, *deletes), {"removes": bool(deletes)})]
     data = {
         "level": level_data(level),
         "critical": critical,

@@ -23,7 +23,7 @@ from ..facts.model import Facts, Ingredient, Medication, MedicationSource
 from ..guideline import Guideline
 from ..knowledge import load
 from . import common
-from .findings import Action, Create, Delete, Finding, LabOrder, MedicationOrder, Proposal
+from .findings import Action, Create, Delete, Finding, LabOrder, Proposal
 
 TOPIC = "vka-vitamin-k-interaction"
 
@@ -74,26 +74,32 @@ def _involved(facts: Facts) -> tuple[list[Medication], list[Medication]] | None:
     return (vkas, vitamin_k) if in_focus else None
 
 
-def _remove(drafted: list[Medication]) -> tuple[Proposal | None, list[dict]]:
-    """Delete each drafted vitamin K product; re-create its vitamin D as plain cholecalciferol."""
-    actions: list[Action] = []
+def _remove(
+    facts: Facts, g: Guideline, drafted: list[Medication]
+) -> tuple[Proposal | None, list[dict]]:
+    """Delete each drafted vitamin K product; re-create its vitamin D as plain cholecalciferol
+    where a product gives that dose exactly. Creates come first, deletes last: the official
+    sandbox applies only a suggestion's first action."""
+    creates: list[Action] = []
+    deletes: list[Action] = []
     not_replaced = []
     replaced = []
     for med in drafted:
         if med.id is None:
             continue
-        actions.append(Delete(med.resource_type, med.id, med.name))
+        deletes.append(Delete(med.resource_type, med.id, med.name))
         if med.has_vitamin_d:
             schedule = common.same_schedule(med, "replace")
-            if schedule is None:
+            order = common.order_for(facts, g, schedule) if schedule is not None else None
+            if order is None:
                 not_replaced.append({"name": med.name})
             else:
-                actions.append(Create(MedicationOrder(schedule)))
+                creates.append(Create(order))
                 replaced.append({"name": med.name, "dose": schedule})
-    if not actions:
+    if not deletes:
         return None, not_replaced
-    data = {"replaced": replaced, "count": sum(isinstance(a, Delete) for a in actions)}
-    return Proposal("remove", tuple(actions), data), not_replaced
+    data = {"replaced": replaced, "count": len(deletes)}
+    return Proposal("remove", (*creates, *deletes), data), not_replaced
 
 
 def evaluate(facts: Facts, g: Guideline) -> list[Finding]:
@@ -116,7 +122,7 @@ def evaluate(facts: Facts, g: Guideline) -> list[Finding]:
     findings = []
     if supplements:
         drafted = [m for m in supplements if m.source is MedicationSource.DRAFT]
-        remove, not_replaced = _remove(drafted)
+        remove, not_replaced = _remove(facts, g, drafted)
         inr = Proposal("inr", (Create(LabOrder("inr", 0, within_days=days)),), {"days": days})
         proposals = (remove, inr) if remove else (inr,)
         data = {
