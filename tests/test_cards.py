@@ -111,7 +111,12 @@ def test_status_cards_name_value_unit_date_and_code(produced):
         if topic not in ("vitd-deficiency", "vitd-insufficiency", "vitd-high-level"):
             continue
         newest = max(
-            (r for r in fixture.resources if r["resourceType"] == "Observation"),
+            (
+                r
+                for r in fixture.resources
+                if r["resourceType"] == "Observation"
+                and r["code"]["coding"][0]["code"] in ("62292-8", "1989-3", "14635-7")
+            ),
             key=lambda r: r["effectiveDateTime"],
         )
         assert newest["effectiveDateTime"][:10] in card["detail"], fixture.name

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ..facts.model import Facts
 from ..guideline import Guideline
-from . import common
+from . import common, monitoring
 from .findings import Create, Finding, Proposal
 
 TOPIC = "vitd-empiric"
@@ -47,6 +47,8 @@ def evaluate(facts: Facts, g: Guideline) -> list[Finding]:
     daily_iu = common.daily_vitamin_d(facts.medications)
     if daily_iu >= g.empiric.already_on_daily_iu:
         return []
+    if monitoring.indications(facts, g, daily_iu):
+        return []  # an established indication for a test: ES 2024 does not apply
     dose = g.empiric.doses[who]
     order = common.order_for(facts, g, dose)
     data = {
