@@ -5,7 +5,8 @@
   On order hooks only when vitamin D is drafted and the total with the draft stays < 800. No
   vitamin D suggestion while the level is deficient (the deficiency card carries the regimen).
 - k2-consideration (patient-view): osteoporosis already on >= 800 IU/day vitamin D and calcium,
-  or long-term vitamin D > 4,000 IU/day (a time-limited correction course does not count); never with any VKA, nor when a vitamin K product is on file.
+  or long-term vitamin D > 4,000 IU/day (a time-limited correction course does not count); never
+  with any VKA, nor when a vitamin K product is on file.
   Not with a high 25(OH)D either. Information only: no order is suggested.
 """
 
