@@ -177,6 +177,32 @@ def test_pregnancy_at_prescribing_warns_whatever_the_level(client, case, level, 
         assert "IOM 2011" in card["source"]["label"] or "Sanders" in card["source"]["label"]
 
 
+def test_deficient_pregnancy_is_offered_the_daily_course_in_place_of_the_weekly_draft(client):
+    (card,) = topic(
+        call(
+            client,
+            SIGN,
+            levels=[b.vitamin_d(12, when=ago(20))],
+            conditions=[PREGNANT],
+            drafts=[dose(D3_50000, "w", 50000, per="wk", weeks=8)],
+        ),
+        "vitd-high-dose",
+    )
+    (suggestion,) = card["suggestions"]
+    create, delete = suggestion["actions"]
+    assert create["resource"]["medicationCodeableConcept"]["text"] == (
+        "Cholecalciferol 4000 UNT Oral Tablet"
+    )
+    assert create["resource"]["dosageInstruction"][0]["timing"]["repeat"]["periodUnit"] == "d"
+    assert delete["resourceId"] == "MedicationRequest/w"
+    # Without a deficiency level there is no course to offer: the warning stands alone.
+    (card,) = topic(
+        call(client, SIGN, conditions=[PREGNANT], drafts=[dose(D3_50000, "w", 50000, per="wk")]),
+        "vitd-high-dose",
+    )
+    assert "suggestions" not in card
+
+
 def test_the_same_weekly_draft_outside_pregnancy_is_a_course(client):
     cards = call(
         client,

@@ -93,7 +93,29 @@ def high_dose(facts: Facts, g: Guideline) -> Finding | None:
         "level": vitamin_d_status_level(level) if level else None,
         "months": g.windows["deficiency_course_months"].value,
     }
-    return Finding(HIGH_DOSE, "warning", crossed[0]["cite"], data)
+    return Finding(
+        HIGH_DOSE,
+        "warning",
+        crossed[0]["cite"],
+        data,
+        _pregnancy_course(facts, g, intermittent, deficient),
+    )
+
+
+def _pregnancy_course(
+    facts: Facts, g: Guideline, intermittent: list[Medication], deficient: bool
+) -> tuple[Proposal, ...]:
+    """A deficient pregnant patient with an intermittent draft: the pregnancy regimen's daily
+    course in its place (created first, the draft deleted last)."""
+    replace = [d for d in intermittent if d.id is not None and common.vitamin_d_only(d)]
+    if not (facts.pregnant and deficient and replace):
+        return ()
+    course = g.regimens["pregnancy"].courses[0]
+    order = common.order_for(facts, g, course)
+    if order is None:
+        return ()
+    deletes = tuple(Delete(d.resource_type, d.id, d.name) for d in replace)
+    return (Proposal("pregnancy-course", (Create(order), *deletes), {"course": course}),)
 
 
 def vitamin_d_status_level(level) -> dict:
