@@ -7,6 +7,7 @@ import json
 import pytest
 
 from cds_service.facts.medications import read_medication, recognise, recognise_text
+from cds_service.facts.model import DrugClass as DC
 from cds_service.facts.model import Ingredient as I
 from cds_service.facts.model import MedicationSource as S
 
@@ -44,21 +45,21 @@ UCUM = "http://unitsofmeasure.org"
             {I.CALCIUM, I.VITAMIN_D3, I.VITAMIN_K_UNSPECIFIED},
         ),
         ("Multivitamin with vitamin K", {I.VITAMIN_K_UNSPECIFIED}),
-        ("Warfarin Sodium 5 MG Oral Tablet", {I.VKA}),
-        ("warfarin sodium 5 MG Oral Tablet [Jantoven]", {I.VKA}),
-        ("Coumadin 2 mg", {I.VKA}),
-        ("Sintrom 4 mg", {I.VKA}),
-        ("acenocoumarol", {I.VKA}),
-        ("Marcoumar 3 mg", {I.VKA}),
-        ("phenprocoumon", {I.VKA}),
-        ("fluindione 20 mg", {I.VKA}),
-        ("phenindione", {I.VKA}),
-        ("apixaban 5 MG Oral Tablet [Eliquis]", {I.DOAC}),
-        ("rivaroxaban 20 MG", {I.DOAC}),
-        ("Pradaxa 150 mg", {I.DOAC}),
-        ("edoxaban", {I.DOAC}),
-        ("enoxaparin sodium 40 MG/0.4ML", {I.HEPARIN}),
-        ("Heparin 5000 UNT/ML", {I.HEPARIN}),
+        ("Warfarin Sodium 5 MG Oral Tablet", {DC.VKA}),
+        ("warfarin sodium 5 MG Oral Tablet [Jantoven]", {DC.VKA}),
+        ("Coumadin 2 mg", {DC.VKA}),
+        ("Sintrom 4 mg", {DC.VKA}),
+        ("acenocoumarol", {DC.VKA}),
+        ("Marcoumar 3 mg", {DC.VKA}),
+        ("phenprocoumon", {DC.VKA}),
+        ("fluindione 20 mg", {DC.VKA}),
+        ("phenindione", {DC.VKA}),
+        ("apixaban 5 MG Oral Tablet [Eliquis]", {DC.DOAC}),
+        ("rivaroxaban 20 MG", {DC.DOAC}),
+        ("Pradaxa 150 mg", {DC.DOAC}),
+        ("edoxaban", {DC.DOAC}),
+        ("enoxaparin sodium 40 MG/0.4ML", {DC.HEPARIN}),
+        ("Heparin 5000 UNT/ML", {DC.HEPARIN}),
         ("Calcium Carbonate 500 MG Chewable Tablet [Tums]", {I.CALCIUM}),
         ("Calcium 600 MG", {I.CALCIUM}),
         # False positives that must not fire:
@@ -85,13 +86,13 @@ def test_text_recognition(text, expected):
 @pytest.mark.parametrize(
     "codings,expected",
     [
-        ([(RXNORM, "855332")], {I.VKA}),
-        ([(RXNORM, "11289")], {I.VKA}),
-        ([(RXNORM, "114194")], {I.VKA}),
+        ([(RXNORM, "855332")], {DC.VKA}),
+        ([(RXNORM, "11289")], {DC.VKA}),
+        ([(RXNORM, "114194")], {DC.VKA}),
         ([(RXNORM, "2418")], {I.VITAMIN_D3}),
         ([(RXNORM, "316965")], {I.VITAMIN_D2}),
-        ([(ATC, "B01AA03")], {I.VKA}),
-        ([(ATC, "b01aa07")], {I.VKA}),
+        ([(ATC, "B01AA03")], {DC.VKA}),
+        ([(ATC, "b01aa07")], {DC.VKA}),
         ([(ATC, "M05BX08")], {I.VITAMIN_K2}),
         ([(ATC, "B01AF01")], set()),  # rivaroxaban's ATC is not a VKA
         ([("http://snomed.info/sct", "855332")], set()),  # right code, wrong system
@@ -108,13 +109,13 @@ def test_every_sandbox_rxnorm_name_is_read_and_key_products_recognised(shared_da
     found = {code: recognise([(RXNORM, code)], [name]) for code, name in names.items()}
     assert found["804617"] == {I.VITAMIN_D3, I.VITAMIN_K2}
     assert found["1244927"] >= {I.CALCIUM, I.VITAMIN_D3, I.VITAMIN_K_UNSPECIFIED}
-    assert found["855332"] == {I.VKA} and found["705728"] == {I.VITAMIN_D3}
+    assert found["855332"] == {DC.VKA} and found["705728"] == {I.VITAMIN_D3}
     for code, name in names.items():
         lowered = name.lower()
         if "warfarin" in lowered:
-            assert I.VKA in found[code], name
+            assert DC.VKA in found[code], name
         if any(w in lowered for w in ("apixaban", "rivaroxaban", "dabigatran", "edoxaban")):
-            assert found[code] == {I.DOAC}, name
+            assert found[code] == {DC.DOAC}, name
         if (
             "levomefolate calcium" in lowered
             or "calcitriol" in lowered
@@ -352,7 +353,7 @@ def test_dstu2_medication_order():
         ],
     }
     med = read_medication(order, S.DRAFT)
-    assert med.ingredients == {I.VKA} and med.resource_type == "MedicationOrder" and med.id == "mo1"
+    assert med.classes == {DC.VKA} and med.resource_type == "MedicationOrder" and med.id == "mo1"
 
 
 def test_medication_statement_dosage_field():
@@ -400,7 +401,7 @@ def test_referenced_and_contained_medications():
     order["contained"] = [k2]
     assert read_medication(order, S.REQUEST).ingredients == {I.VITAMIN_K2}
     order["medicationReference"] = {"reference": "#missing", "display": "Coumadin 5 mg"}
-    assert read_medication(order, S.REQUEST).ingredients == {I.VKA}
+    assert read_medication(order, S.REQUEST).classes == {DC.VKA}
 
 
 @pytest.mark.parametrize(
@@ -420,11 +421,11 @@ def test_hl7_example_requests(shared_data, name):
     med = read_medication(resource, S.REQUEST)
     if name == "MedicationRequest-medrx0331.json":
         assert (
-            med.ingredients == {I.VKA}
+            med.classes == {DC.VKA}
             and ("http://www.nlm.nih.gov/research/umls/rxnorm", "114194") in med.codes
         )
     else:
-        assert med is None or not med.has(I.VKA)
+        assert med is None or not med.has(DC.VKA)
 
 
 @pytest.mark.parametrize(
@@ -446,7 +447,7 @@ def test_hl7_example_requests(shared_data, name):
 )
 def test_odd_input_never_raises(resource):
     med = read_medication(resource, S.DRAFT)
-    assert med is None or med.ingredients == {I.VKA}
+    assert med is None or med.classes == {DC.VKA}
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from cds_service import engine
-from cds_service.facts.model import Ingredient
+from cds_service.facts.model import DrugClass
 
 from .builders import (
     PATIENT_ID,
@@ -71,7 +71,7 @@ def test_prefetch_only_reads_the_record_and_queries_nothing(client, captured, st
     facts = captured[0]
     assert facts.patient.id == PATIENT_ID and facts.patient.sex == "female"
     assert [lvl.ng_ml for lvl in facts.vitamin_d_levels] == [12.0]
-    assert [m.ingredients for m in facts.medications] == [frozenset({Ingredient.VKA})]
+    assert [m.classes for m in facts.medications] == [frozenset({DrugClass.VKA})]
     assert [sorted(c.categories) for c in facts.conditions] == [["osteoporosis"]]
 
 
@@ -241,7 +241,7 @@ def test_included_medication_is_read_for_referenced_orders(client, captured):
             == 200
         )
     assert server.requests[0].query.get("_include") == ["MedicationRequest:medication"]
-    assert [m.ingredients for m in captured[0].medications] == [frozenset({Ingredient.VKA})]
+    assert [m.classes for m in captured[0].medications] == [frozenset({DrugClass.VKA})]
 
 
 def test_drafts_are_read_and_other_patients_drafts_dropped(make_app, settings, captured):

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from cds_service.facts import build_facts
-from cds_service.facts.model import ConditionCategory, Ingredient
+from cds_service.facts.model import ConditionCategory, DrugClass
 from cds_service.gather import Gathered
 
 from .builders import PREFETCH_KEYS, hook_request
@@ -118,7 +118,7 @@ def test_synthea_warfarin_osteoporosis_and_deceased_are_recognised(shared_data):
             )
             for r in resources
         )
-        has_vka = any(m.has(Ingredient.VKA) for m in facts.medications)
+        has_vka = any(m.has(DrugClass.VKA) for m in facts.medications)
         assert has_vka == active_warfarin, name
         osteoporosis = any(
             r["resourceType"] == "Condition"
@@ -132,11 +132,11 @@ def test_synthea_warfarin_osteoporosis_and_deceased_are_recognised(shared_data):
             "deceasedDateTime" in patient or patient.get("deceasedBoolean") is True
         )
     # Promised by the data README: warfarin, osteoporosis, two deceased patients on warfarin.
-    assert sum(any(m.has(Ingredient.VKA) for m in f.medications) for _, f in records.values()) >= 1
+    assert sum(any(m.has(DrugClass.VKA) for m in f.medications) for _, f in records.values()) >= 1
     assert sum(ConditionCategory.OSTEOPOROSIS in f.categories for _, f in records.values()) >= 1
     assert (
         sum(
-            f.patient.deceased and any(m.has(Ingredient.VKA) for m in f.medications)
+            f.patient.deceased and any(m.has(DrugClass.VKA) for m in f.medications)
             for _, f in records.values()
         )
         == 2
@@ -149,10 +149,10 @@ def test_hl7_contained_warfarin_114194_is_recognised(shared_data):
     drafts = [dict(order, status="draft")]
     facts = facts_for([], pid, drafts=drafts)
     (warfarin,) = facts.drafts
-    assert warfarin.has(Ingredient.VKA)
+    assert warfarin.has(DrugClass.VKA)
     assert ("http://www.nlm.nih.gov/research/umls/rxnorm", "114194") in warfarin.codes
     on_file = facts_for([dict(order, status="active")], pid)
-    assert [m.has(Ingredient.VKA) for m in on_file.medications] == [True]
+    assert [m.has(DrugClass.VKA) for m in on_file.medications] == [True]
 
 
 def test_hl7_patient_without_birth_date_has_no_age(shared_data):

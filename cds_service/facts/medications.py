@@ -19,7 +19,9 @@ from typing import Any
 from ..knowledge import load
 from . import dosing
 from .fhirdates import parse_instant
-from .model import Ingredient, IngredientAmount, Medication, MedicationSource
+from .model import DrugClass, Ingredient, IngredientAmount, Medication, MedicationSource
+
+Kind = Ingredient | DrugClass  # what a code or a name tells: an ingredient or a drug class
 
 USE_TYPES = frozenset({"MedicationRequest", "MedicationStatement", "MedicationOrder"})
 
@@ -28,23 +30,25 @@ USE_TYPES = frozenset({"MedicationRequest", "MedicationStatement", "MedicationOr
 class _Matchers:
     rxnorm_system: str
     atc_system: str
-    rxnorm: dict[str, frozenset[Ingredient]]
-    atc_exact: dict[str, frozenset[Ingredient]]
-    atc_prefix: tuple[tuple[str, Ingredient], ...]
-    patterns: tuple[tuple[re.Pattern[str], Ingredient], ...]
+    rxnorm: dict[str, frozenset[Kind]]
+    atc_exact: dict[str, frozenset[Kind]]
+    atc_prefix: tuple[tuple[str, Kind], ...]
+    patterns: tuple[tuple[re.Pattern[str], Kind], ...]
     calcium_exclusion: re.Pattern[str]
-    text_exclusions: tuple[tuple[Ingredient, re.Pattern[str]], ...]
+    text_exclusions: tuple[tuple[Kind, re.Pattern[str]], ...]
 
 
 @cache
 def _matchers() -> _Matchers:
     data = load("medications")
-    rxnorm: dict[str, set[Ingredient]] = {}
-    atc_exact: dict[str, set[Ingredient]] = {}
-    atc_prefix: list[tuple[str, Ingredient]] = []
-    patterns: list[tuple[re.Pattern[str], Ingredient]] = []
+    rxnorm: dict[str, set[Kind]] = {}
+    atc_exact: dict[str, set[Kind]] = {}
+    atc_prefix: list[tuple[str, Kind]] = []
+    patterns: list[tuple[re.Pattern[str], Kind]] = []
     for name, entry in data["ingredients"].items():
-        ingredient = Ingredient(name)
+        ingredient: Kind = (
+            DrugClass(name) if entry.get("kind") == "class" else Ingredient(name)
+        )
         for code in entry["rxnorm"]:
             rxnorm.setdefault(code["code"], set()).add(ingredient)
         for code in entry["atc"]:
@@ -56,7 +60,10 @@ def _matchers() -> _Matchers:
             patterns.append((re.compile(pattern["regex"], re.IGNORECASE), ingredient))
     exclusion = data["ingredients"]["calcium"]["not_in_component_with"]["regex"]
     text_exclusions = tuple(
-        (Ingredient(name), re.compile(entry["not_in_text_with"]["regex"], re.IGNORECASE))
+        (
+            DrugClass(name) if entry.get("kind") == "class" else Ingredient(name),
+            re.compile(entry["not_in_text_with"]["regex"], re.IGNORECASE),
+        )
         for name, entry in data["ingredients"].items()
         if "not_in_text_with" in entry
     )
@@ -83,20 +90,20 @@ def components(text: str) -> list[str]:
 _CACHED_TEXT_CHARS = 200
 
 
-def recognise_text(text: str) -> frozenset[Ingredient]:
+def recognise_text(text: str) -> frozenset[Kind]:
     if len(text) <= _CACHED_TEXT_CHARS:
         return _recognise_text_cached(text)
     return _recognise_text(text)
 
 
 @lru_cache(maxsize=4096)
-def _recognise_text_cached(text: str) -> frozenset[Ingredient]:
+def _recognise_text_cached(text: str) -> frozenset[Kind]:
     return _recognise_text(text)
 
 
-def _recognise_text(text: str) -> frozenset[Ingredient]:
+def _recognise_text(text: str) -> frozenset[Kind]:
     matchers = _matchers()
-    found: set[Ingredient] = set()
+    found: set[Kind] = set()
     for component in components(text):
         for pattern, ingredient in matchers.patterns:
             if pattern.search(component):
@@ -117,10 +124,10 @@ def _recognise_text(text: str) -> frozenset[Ingredient]:
     return frozenset(found)
 
 
-def recognise(codings: Iterable[tuple[Any, Any]], texts: Iterable[Any]) -> frozenset[Ingredient]:
+def recognise(codings: Iterable[tuple[Any, Any]], texts: Iterable[Any]) -> frozenset[Kind]:
     """Ingredients named by any coding (system, code) or any text."""
     matchers = _matchers()
-    found: set[Ingredient] = set()
+    found: set[Kind] = set()
     for system, code in codings:
         if not isinstance(code, str):
             continue
@@ -367,9 +374,11 @@ def read_medication(
     if not isinstance(resource_type, str) or resource_type not in USE_TYPES:
         return None
     codings, texts, stated = _product(resource, medications or {})
-    ingredients = recognise(codings, texts)
-    if not ingredients:
+    found = recognise(codings, texts)
+    if not found:
         return None
+    ingredients = frozenset(i for i in found if isinstance(i, Ingredient))
+    classes = frozenset(c for c in found if isinstance(c, DrugClass))
     strengths = tuple(stated) or strengths_from_names(texts)
 
     per_dose: dict[str, float] = {}
@@ -409,6 +418,7 @@ def read_medication(
         name=name,
         codes=tuple((s, c) for s, c in codings if isinstance(s, str) and isinstance(c, str)),
         ingredients=ingredients,
+        classes=classes,
         strengths=strengths,
         vitamin_d_iu_per_dose=per_dose.get("d"),
         vitamin_d_iu_per_day=dosing.combine_daily(daily.get("d", [])),

@@ -22,6 +22,19 @@ class Ingredient(enum.StrEnum):
     VITAMIN_K1 = "vitamin-k1"  # phytonadione / phylloquinone
     VITAMIN_K2 = "vitamin-k2"  # menaquinone (MK-7, MK-4 / menatetrenone)
     VITAMIN_K_UNSPECIFIED = "vitamin-k"  # "Vitamin K 0.04 MG": K1 or K2 not said
+
+    @property
+    def is_vitamin_d(self) -> bool:
+        return self in VITAMIN_D_INGREDIENTS
+
+    @property
+    def is_vitamin_k(self) -> bool:
+        return self in VITAMIN_K_INGREDIENTS
+
+
+class DrugClass(enum.StrEnum):
+    """Drug classes the rules ask about (a product belongs to them by code or name)."""
+
     VKA = "vka"  # warfarin, acenocoumarol, phenprocoumon, fluindione, phenindione
     DOAC = "doac"  # apixaban, rivaroxaban, edoxaban, dabigatran
     HEPARIN = "heparin"  # unfractionated and low-molecular-weight heparins
@@ -31,11 +44,11 @@ class Ingredient(enum.StrEnum):
 
     @property
     def is_vitamin_d(self) -> bool:
-        return self in VITAMIN_D_INGREDIENTS
+        return False
 
     @property
     def is_vitamin_k(self) -> bool:
-        return self in VITAMIN_K_INGREDIENTS
+        return False
 
 
 VITAMIN_D_INGREDIENTS = frozenset(
@@ -147,6 +160,7 @@ class Medication:
     codes: tuple[tuple[str, str], ...]  # (system, code) pairs seen on the product
     ingredients: frozenset[Ingredient]
     strengths: tuple[IngredientAmount, ...] = ()  # per unit, where known
+    classes: frozenset[DrugClass] = frozenset()  # VKA, DOAC, heparin, systemic glucocorticoid
     # Per administration and per day, by ingredient family; None = could not be worked out.
     vitamin_d_iu_per_dose: float | None = None
     vitamin_d_iu_per_day: float | None = None  # daily-equivalent, averaged over the period
@@ -164,8 +178,9 @@ class Medication:
     started: datetime | None = None
     ended: datetime | None = None
 
-    def has(self, *ingredients: Ingredient) -> bool:
-        return any(i in self.ingredients for i in ingredients)
+    def has(self, *kinds: Ingredient | DrugClass) -> bool:
+        """The product holds one of these ingredients or belongs to one of these classes."""
+        return any(k in self.ingredients or k in self.classes for k in kinds)
 
     @property
     def has_vitamin_d(self) -> bool:

@@ -11,7 +11,7 @@ import calendar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from ..facts.model import Facts, Ingredient, Medication
+from ..facts.model import DrugClass, Facts, Ingredient, Medication
 from .bands import NMOL_PER_NG, Bands
 
 # Families shown on the timeline, in this order.
@@ -83,7 +83,7 @@ def _daily(med: Medication) -> str:
         parts.append(f"{_number(med.calcium_mg_per_day)} mg/day calcium")
     if parts:
         return "; ".join(parts)
-    return "dose not shown (anticoagulant)" if med.has(Ingredient.VKA) else "daily dose not stated"
+    return "dose not shown (anticoagulant)" if med.has(DrugClass.VKA) else "daily dose not stated"
 
 
 def _families(med: Medication) -> tuple[str, ...]:
@@ -94,7 +94,7 @@ def _families(med: Medication) -> tuple[str, ...]:
         out.append("vitamin K")
     if med.has(Ingredient.CALCIUM):
         out.append("calcium")
-    if med.has(Ingredient.VKA):
+    if med.has(DrugClass.VKA):
         out.append("VKA")
     return tuple(out)
 
@@ -129,7 +129,7 @@ def picture_from_facts(facts: Facts, bands: Bands) -> Picture:
             )
     far = datetime.max.replace(tzinfo=UTC)
     uses.sort(key=lambda u: (FAMILIES.index(u.families[0]), u.started or far, u.name))
-    vka_active = any(m.has(Ingredient.VKA) for m in facts.medications)
+    vka_active = any(m.has(DrugClass.VKA) for m in facts.medications)
     inr = ()
     if vka_active:
         inr = _oldest_first(

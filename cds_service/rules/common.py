@@ -8,6 +8,7 @@ from datetime import timedelta
 from ..facts.model import (
     CalciumLevel,
     ConditionCategory,
+    DrugClass,
     Facts,
     Ingredient,
     Medication,
@@ -188,7 +189,7 @@ def focus_drafts(facts: Facts) -> tuple[Medication, ...]:
 
 
 def on_vka(facts: Facts) -> bool:
-    return any(m.has(Ingredient.VKA) for m in (*facts.medications, *facts.drafts))
+    return any(m.has(DrugClass.VKA) for m in (*facts.medications, *facts.drafts))
 
 
 def has(facts: Facts, *categories: ConditionCategory) -> bool:
@@ -221,7 +222,11 @@ def needs_calcium_watch(facts: Facts, g: Guideline) -> bool:
 
 def vitamin_d_only(med: Medication) -> bool:
     """A plain vitamin D product (nothing else recognised in it)."""
-    return bool(med.ingredients) and all(i.is_vitamin_d for i in med.ingredients)
+    return (
+        bool(med.ingredients)
+        and not med.classes
+        and all(i.is_vitamin_d for i in med.ingredients)
+    )
 
 
 def describe(med: Medication) -> dict:

@@ -11,7 +11,7 @@ draft for a man gets no card (USPSTF: insufficient evidence, I).
 
 from __future__ import annotations
 
-from ..facts.model import VITAMIN_D_INGREDIENTS, Facts, Ingredient, Medication
+from ..facts.model import VITAMIN_D_INGREDIENTS, DrugClass, Facts, Ingredient, Medication
 from ..facts.model import ConditionCategory as C
 from ..guideline import Guideline
 from . import common
@@ -49,7 +49,7 @@ def evaluate(facts: Facts, g: Guideline) -> list[Finding]:
         facts, C.OSTEOPOROSIS, C.OSTEOPENIA, C.VITAMIN_D_DEFICIENCY, C.FALLS, C.FRAGILITY_FRACTURE
     ):
         return []
-    if any(m.has(Ingredient.SYSTEMIC_GLUCOCORTICOID) for m in facts.medications):
+    if any(m.has(DrugClass.SYSTEMIC_GLUCOCORTICOID) for m in facts.medications):
         return []  # long-term glucocorticoids: a secondary-prevention question, not USPSTF's
     if common.deficient(facts, g):
         return []
@@ -57,7 +57,9 @@ def evaluate(facts: Facts, g: Guideline) -> list[Finding]:
     plain = [
         d
         for d in common.focus_drafts(facts)
-        if d.ingredients and d.ingredients <= {Ingredient.CALCIUM, *VITAMIN_D_INGREDIENTS}
+        if d.ingredients
+        and not d.classes
+        and d.ingredients <= {Ingredient.CALCIUM, *VITAMIN_D_INGREDIENTS}
     ]
     flagged = []
     for draft in plain:

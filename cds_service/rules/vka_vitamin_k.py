@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from functools import cache
 
-from ..facts.model import Facts, Ingredient, Medication, MedicationSource
+from ..facts.model import DrugClass, Facts, Ingredient, Medication, MedicationSource
 from ..guideline import Guideline
 from ..knowledge import load
 from . import common
@@ -40,7 +40,7 @@ def is_reversal(med: Medication, g: Guideline) -> bool:
     a product named or coded as the antidote (phytonadione, Mephyton ..., ATC B02BA01) counts
     as reversal, so it is never offered for removal.
     """
-    if med.ingredients != frozenset({Ingredient.VITAMIN_K1}):
+    if med.ingredients != frozenset({Ingredient.VITAMIN_K1}) or med.classes:
         return False
     minimum_ug = g.safety_value("phytonadione_reversal_min_mg") * 1000
     if med.vitamin_k_ug_per_dose is not None:
@@ -59,8 +59,8 @@ def is_reversal(med: Medication, g: Guideline) -> bool:
 def _involved(facts: Facts) -> tuple[list[Medication], list[Medication]] | None:
     """(VKA products, vitamin K products) when the topic applies to this call, else None."""
     meds = common.unique((*facts.medications, *facts.drafts))
-    vkas = [m for m in meds if m.has(Ingredient.VKA)]
-    vitamin_k = [m for m in meds if m.has_vitamin_k and not m.has(Ingredient.VKA)]
+    vkas = [m for m in meds if m.has(DrugClass.VKA)]
+    vitamin_k = [m for m in meds if m.has_vitamin_k and not m.has(DrugClass.VKA)]
     if not vkas or not vitamin_k:
         return None
     if facts.hook == "patient-view":
