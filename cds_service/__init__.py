@@ -19,15 +19,16 @@ def create_app(settings: Settings | None = None) -> Flask:
     from .cards import check_templates
     from .fhir_client import FhirClient
     from .gather import GatherSettings
-    from .guideline import TOPICS, load_guideline
+    from .guideline import load_guideline
     from .history.links import history_link
+    from .rules import TOPIC_IDS
     from .ssrf import UrlPolicy
     from .store import Store
     from .validation import OrjsonProvider
 
     settings = settings or Settings.from_env()
     guideline = load_guideline(settings.guideline_profile)  # a bad profile stops the start
-    check_templates(TOPICS)
+    check_templates(TOPIC_IDS)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json = OrjsonProvider(app)

@@ -17,28 +17,6 @@ from typing import Any
 
 PROFILES = ("default", "es2024")
 
-# Prescribing-safety topics: on in every profile (a profile that turns one off is refused).
-SAFETY_TOPICS = (
-    "vka-vitamin-k-interaction",
-    "vitd-high-dose",
-    "vitd-ergocalciferol",
-    "calcium-dose-split",
-    "calcium-kidney-stones",
-    "vitd-hypercalcemia-risk",
-)
-
-TOPICS = (
-    "vitd-deficiency",
-    "vitd-insufficiency",
-    "vitd-high-level",
-    "vitd-level-uninterpretable",
-    "vitd-no-recent-level",
-    "osteoporosis-calcium-vitd",
-    "k2-consideration",
-    "uspstf-primary-prevention",
-    "vitd-empiric",
-    *SAFETY_TOPICS,
-)
 LEVELS = (
     "deficiency_below_ng_ml",
     "insufficiency_below_ng_ml",
@@ -348,7 +326,9 @@ def _check(name: str, data: Mapping[str, Any]) -> Guideline:
         if schedule.every != "d" or schedule.daily_iu > ceiling:
             raise c.fail("regimens.pregnancy", f"daily dosing of at most {ceiling:g} IU only")
 
-    topics = c.cited_group("topics", TOPICS, flags=True)
+    from .rules import SAFETY_TOPICS, TOPIC_IDS  # the topics the rule modules declare
+
+    topics = c.cited_group("topics", TOPIC_IDS, flags=True)
     for topic in SAFETY_TOPICS:
         if not topics[topic].value:
             raise c.fail(f"topics.{topic}", "a prescribing-safety topic cannot be turned off")

@@ -11,7 +11,7 @@ from fhir.resources.R4B.medicationrequest import MedicationRequest
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
 from cds_service import cards, fixtures
-from cds_service.guideline import TOPICS
+from cds_service.rules import TOPIC_IDS as TOPICS
 from tests import builders as b
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"

@@ -115,3 +115,32 @@ def test_discovery_names_the_active_profile(make_app, settings, profile):
     services = client.get("/cds-services").get_json()["services"]
     title = load_guideline(profile).title
     assert all(f"Guideline profile: {profile} ({title}" in s["description"] for s in services)
+
+
+def test_each_topic_is_declared_once_and_found_by_cards_and_every_profile():
+    """One declaration per topic (its rule module's TOPICS) drives the card check and the
+    profile validator: every declared topic has a card file and a [topics] entry in each
+    profile, and nothing else does (issue 16 item 1)."""
+    from cds_service.cards import CARDS_DIR
+    from cds_service.guideline import PROFILES
+    from cds_service.rules import MODULES, SAFETY_TOPICS, TOPIC_IDS
+
+    assert len(set(TOPIC_IDS)) == len(TOPIC_IDS)
+    assert {t.id for m in MODULES for t in m.TOPICS} == set(TOPIC_IDS)
+    assert {p.stem for p in CARDS_DIR.glob("*.toml")} == set(TOPIC_IDS)
+    for name in PROFILES:
+        g = load_guideline(name)
+        assert set(g.topics) == set(TOPIC_IDS), name
+        assert all(g.enabled(t) for t in SAFETY_TOPICS), name
+
+
+def test_a_profile_entry_for_an_undeclared_topic_is_refused(monkeypatch):
+    def mutate(data):
+        data["topics"]["vitd-made-up"] = {"value": True, "cite": "es2011"}
+
+    _broken(monkeypatch, mutate)
+    try:
+        with pytest.raises(guideline.GuidelineError, match="vitd-made-up"):
+            load_guideline("default")
+    finally:
+        load_guideline.cache_clear()

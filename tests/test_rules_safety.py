@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from cds_service import cards, rules
-from cds_service.guideline import SAFETY_TOPICS, GuidelineError, _check, _raw, load_guideline
+from cds_service.guideline import GuidelineError, _check, _raw, load_guideline
 from cds_service.orders import validated
+from cds_service.rules import SAFETY_TOPICS
 
 from . import rule_facts
 from .builders import (

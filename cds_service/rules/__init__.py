@@ -1,7 +1,8 @@
 """Guideline rules: pure functions from typed facts and the guideline profile to findings.
 
 One module per clinical question; each has `evaluate(facts, guideline) -> list[Finding]`, reads
-no FHIR JSON and does no I/O. `RULES` is the order cards appear in.
+no FHIR JSON and does no I/O, and declares the topics it raises in `TOPICS` (topic.py). `RULES`
+is the order cards appear in.
 """
 
 from __future__ import annotations
@@ -19,17 +20,24 @@ from . import (
     vka_vitamin_k,
 )
 from .findings import Finding
+from .topic import Topic
 
-RULES = (
-    vka_vitamin_k.evaluate,  # prescribing safety first: interactions, ceilings, calcium
-    dosing.evaluate,
-    calcium.evaluate,
-    vitamin_d_status.evaluate,
-    monitoring.evaluate,
-    osteoporosis.evaluate,
-    prevention.evaluate,
-    empiric.evaluate,
+# The rule modules, in the order their cards appear: prescribing safety first.
+MODULES = (
+    vka_vitamin_k,
+    dosing,
+    calcium,
+    vitamin_d_status,
+    monitoring,
+    osteoporosis,
+    prevention,
+    empiric,
 )
+RULES = tuple(module.evaluate for module in MODULES)
+# Every topic, declared once in its rule module (`TOPICS`): cards, profiles and tests read these.
+TOPICS: tuple[Topic, ...] = tuple(t for module in MODULES for t in module.TOPICS)
+TOPIC_IDS: tuple[str, ...] = tuple(t.id for t in TOPICS)
+SAFETY_TOPICS: tuple[str, ...] = tuple(t.id for t in TOPICS if t.safety)
 
 
 def evaluate(facts: Facts, guideline: Guideline) -> list[Finding]:

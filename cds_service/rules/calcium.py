@@ -17,9 +17,11 @@ from ..facts.model import Facts, Ingredient
 from ..guideline import Guideline
 from . import common
 from .findings import Delete, Finding, Proposal
+from .topic import Topic
 
 DOSE_SPLIT = "calcium-dose-split"
 KIDNEY_STONES = "calcium-kidney-stones"
+TOPICS = (Topic(DOSE_SPLIT, safety=True), Topic(KIDNEY_STONES, safety=True))
 
 
 def _drafted_calcium(facts: Facts):

@@ -16,10 +16,16 @@ from ..facts.model import Facts, Ingredient, Medication
 from ..guideline import Guideline
 from . import common
 from .findings import Action, Create, Delete, Finding, LabOrder, Proposal
+from .topic import Topic
 
 HIGH_DOSE = "vitd-high-dose"
 ERGOCALCIFEROL = "vitd-ergocalciferol"
 HYPERCALCEMIA = "vitd-hypercalcemia-risk"
+TOPICS = (
+    Topic(HIGH_DOSE, safety=True),
+    Topic(ERGOCALCIFEROL, safety=True),
+    Topic(HYPERCALCEMIA, safety=True),
+)
 
 
 def _drafted_vitamin_d(facts: Facts) -> list[Medication]:

@@ -13,8 +13,10 @@ from ..facts.model import Facts
 from ..guideline import Guideline
 from . import common, monitoring
 from .findings import Create, Finding, Proposal
+from .topic import Topic
 
 TOPIC = "vitd-empiric"
+TOPICS = (Topic(TOPIC),)
 
 
 def group(facts: Facts, g: Guideline) -> str | None:

@@ -13,8 +13,10 @@ from ..facts.model import Facts
 from ..guideline import Guideline
 from . import common
 from .findings import Create, Finding, LabOrder, Proposal
+from .topic import Topic
 
 TOPIC = "vitd-no-recent-level"
+TOPICS = (Topic(TOPIC),)
 
 
 def indications(facts: Facts, g: Guideline, daily_iu: float) -> list[str]:

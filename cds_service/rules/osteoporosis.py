@@ -19,6 +19,9 @@ from ..facts.model import Facts, Ingredient
 from ..guideline import Guideline, Schedule
 from . import common
 from .findings import Create, Finding, Proposal
+from .topic import Topic
+
+TOPICS = (Topic("osteoporosis-calcium-vitd"), Topic("k2-consideration"))
 
 STEP_IU = 400  # the smallest tablet suggested (cholecalciferol 400 IU)
 

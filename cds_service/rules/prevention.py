@@ -16,8 +16,10 @@ from ..facts.model import ConditionCategory as C
 from ..guideline import Guideline
 from . import common
 from .findings import Delete, Finding, Proposal
+from .topic import Topic
 
 TOPIC = "uspstf-primary-prevention"
+TOPICS = (Topic(TOPIC),)
 
 
 def _low_dose(med: Medication, g: Guideline) -> tuple[bool, bool]:

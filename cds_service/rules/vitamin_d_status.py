@@ -17,6 +17,14 @@ from ..facts.model import Facts, Medication, VitaminDLevel
 from ..guideline import Guideline, Regimen, Schedule
 from . import common
 from .findings import Create, Delete, Finding, LabOrder, Proposal
+from .topic import Topic
+
+TOPICS = (
+    Topic("vitd-deficiency"),
+    Topic("vitd-insufficiency"),
+    Topic("vitd-high-level"),
+    Topic("vitd-level-uninterpretable"),
+)
 
 
 def level_data(level: VitaminDLevel) -> dict:

@@ -24,8 +24,10 @@ from ..guideline import Guideline
 from ..knowledge import load
 from . import common
 from .findings import Action, Create, Delete, Finding, LabOrder, Proposal
+from .topic import Topic
 
 TOPIC = "vka-vitamin-k-interaction"
+TOPICS = (Topic(TOPIC, safety=True),)
 
 
 @cache
