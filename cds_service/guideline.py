@@ -159,6 +159,10 @@ class Guideline:
     regimens: Mapping[str, Regimen]
     empiric: Empiric
     upper_limits: tuple[UpperLimit, ...] = ()  # youngest first; from 9 years: doses
+    # vitd-test-overuse: a repeat 25(OH)D sooner than this after the last result; and whether
+    # healthy adults (19-74, no indication) are spared routine tests (ES 2024).
+    retest_after_days: Cited = Cited(90, "es2011")
+    spare_healthy_adults: Cited = Cited(0.0, "es2024")
 
     def enabled(self, topic: str) -> bool:
         return bool(self.topics[topic].value)
@@ -352,6 +356,15 @@ def _check(name: str, data: Mapping[str, Any]) -> Guideline:
     if [u.below_months for u in upper_limits] != sorted({u.below_months for u in upper_limits}):
         raise c.fail("upper_limits.bands", "ages must rise from one band to the next")
 
+    testing = c.table("testing")
+    retest = c.table("testing.retest_after_days", testing.get("retest_after_days"))
+    spare = c.table("testing.spare_healthy_adults", testing.get("spare_healthy_adults"))
+    if not isinstance(spare.get("value"), bool):
+        raise c.fail("testing.spare_healthy_adults", "value must be true or false")
+    unknown = sorted(set(testing) - {"retest_after_days", "spare_healthy_adults"})
+    if unknown:
+        raise c.fail("testing", f"unknown keys {unknown}")
+
     empiric = c.table("empiric")
     groups = ("older_adult", "pregnancy", "child")
     return Guideline(
@@ -386,6 +399,13 @@ def _check(name: str, data: Mapping[str, Any]) -> Guideline:
             cite=c.cite("empiric", empiric.get("cite")),
         ),
         upper_limits=upper_limits,
+        retest_after_days=Cited(
+            c.number("testing.retest_after_days", retest.get("value")),
+            c.cite("testing.retest_after_days", retest.get("cite")),
+        ),
+        spare_healthy_adults=Cited(
+            float(spare["value"]), c.cite("testing.spare_healthy_adults", spare.get("cite"))
+        ),
     )
 
 

@@ -13,7 +13,9 @@ from datetime import datetime
 from typing import Any
 
 from ..gather import Gathered
+from ..knowledge import load
 from .conditions import read_conditions
+from .fhirdates import parse_instant
 from .labs import (
     lab_observations,
     read_calcium_levels,
@@ -21,7 +23,7 @@ from .labs import (
     read_vitamin_d_levels,
 )
 from .medications import read_medication
-from .model import Facts, Medication, MedicationSource
+from .model import Facts, LabDraft, Medication, MedicationSource
 from .patient import read_patient
 
 __all__ = ["Facts", "build_facts"]
@@ -34,6 +36,7 @@ PAST_STATUSES = frozenset({"completed", "stopped", "on-hold"})
 DEAD_DRAFT_STATUSES = frozenset(
     {"entered-in-error", "cancelled", "completed", "stopped", "revoked"}
 )
+LOINC = "http://loinc.org"
 MEDICATION_USE_TYPES = frozenset({"MedicationRequest", "MedicationOrder", "MedicationStatement"})
 
 
@@ -127,6 +130,45 @@ def _draft_entries(context: Mapping[str, Any]) -> tuple[list[Any], list[str | No
     return resources, urls
 
 
+def _lab_drafts(reader: _Reader, resources: list[Any]) -> list[LabDraft]:
+    """Drafted 25(OH)D tests: ServiceRequests coded with an accepted 25(OH)D LOINC code."""
+    codes = {c["code"] for c in load("labs")["vitamin_d_25oh"]["accepted"]}
+    out = []
+    requests = reader.of_type(resources, frozenset({"ServiceRequest"}), subject_required=False)
+    for resource in requests:
+        status = resource.get("status")
+        if isinstance(status, str) and status in DEAD_DRAFT_STATUSES:
+            continue
+        code = resource.get("code")
+        codings = code.get("coding") if isinstance(code, dict) else None
+        loinc = next(
+            (
+                c["code"]
+                for c in (codings if isinstance(codings, list) else ())
+                if isinstance(c, dict) and c.get("system") == LOINC and c.get("code") in codes
+            ),
+            None,
+        )
+        if loinc is None:
+            continue
+        period = resource.get("occurrencePeriod")
+        when = parse_instant(resource.get("occurrenceDateTime")) or (
+            parse_instant(period.get("start")) if isinstance(period, dict) else None
+        )
+        text = code.get("text") if isinstance(code.get("text"), str) else None
+        rid = resource.get("id")
+        out.append(
+            LabDraft(
+                id=rid if isinstance(rid, str) else None,
+                resource_type="ServiceRequest",
+                loinc=loinc,
+                name=text or "25-hydroxyvitamin D test",
+                when=when or parse_instant(resource.get("authoredOn")),
+            )
+        )
+    return out
+
+
 def build_facts(
     request: Mapping[str, Any],
     gathered: Gathered,
@@ -190,6 +232,7 @@ def build_facts(
         medications=tuple(on_file),
         past_medications=tuple(past),
         drafts=tuple(drafts),
+        lab_drafts=tuple(_lab_drafts(reader, draft_resources)),
         selections=tuple(context.get("selections") or ()),
         conditions=read_conditions(conditions),
         tenant=tenant,

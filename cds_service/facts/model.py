@@ -41,6 +41,10 @@ class DrugClass(enum.StrEnum):
     # prednisone, prednisolone, methylprednisolone, dexamethasone, hydrocortisone by mouth or
     # injection (not inhaled, nasal or topical)
     SYSTEMIC_GLUCOCORTICOID = "systemic-glucocorticoid"
+    # calcitriol, alfacalcidol, paricalcitol, doxercalciferol: need no renal activation, do not
+    # raise 25(OH)D; never converted to IU nor counted as vitamin D (contract §4)
+    ACTIVE_VITAMIN_D_ANALOG = "active-vitamin-d-analog"
+    CALCIFEDIOL = "calcifediol"  # 25(OH)D3: not interchangeable with cholecalciferol by IU
 
     @property
     def is_vitamin_d(self) -> bool:
@@ -218,6 +222,17 @@ class Condition:
 
 
 @dataclass(frozen=True)
+class LabDraft:
+    """A drafted laboratory test (ServiceRequest) in draftOrders, coded in LOINC."""
+
+    id: str | None
+    resource_type: str
+    loinc: str
+    name: str
+    when: datetime | None  # occurrence (start), else authoredOn; None: not stated (now)
+
+
+@dataclass(frozen=True)
 class Facts:
     """Everything the rules may know about one call."""
 
@@ -233,6 +248,7 @@ class Facts:
     # for the history picture only; rules must not read them as current.
     past_medications: tuple[Medication, ...] = ()
     drafts: tuple[Medication, ...] = ()  # draft orders in context (ours only)
+    lab_drafts: tuple[LabDraft, ...] = ()  # drafted 25(OH)D tests (ServiceRequest)
     selections: tuple[str, ...] = ()  # order-select: "MedicationRequest/<id>" selected
     conditions: tuple[Condition, ...] = ()
     tenant: str | None = None

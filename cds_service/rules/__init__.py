@@ -10,12 +10,14 @@ from __future__ import annotations
 from ..facts.model import Facts
 from ..guideline import Guideline
 from . import (
+    analogs,
     calcium,
     dosing,
     empiric,
     monitoring,
     osteoporosis,
     prevention,
+    testing,
     vitamin_d_status,
     vka_vitamin_k,
 )
@@ -28,7 +30,9 @@ MODULES = (
     dosing,
     calcium,
     vitamin_d_status,
+    analogs,
     monitoring,
+    testing,
     osteoporosis,
     prevention,
     empiric,

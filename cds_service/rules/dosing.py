@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 from ..facts.model import ConditionCategory as C
-from ..facts.model import Facts, Ingredient, Medication
+from ..facts.model import DrugClass, Facts, Ingredient, Medication
 from ..guideline import Guideline
 from . import common
 from .findings import Action, Create, Delete, Finding, LabOrder, Proposal
@@ -32,6 +32,15 @@ def _drafted_vitamin_d(facts: Facts) -> list[Medication]:
     if facts.hook == "patient-view":
         return []
     return common.vitamin_d_products(common.focus_drafts(facts))
+
+
+def _drafted_analogs(facts: Facts) -> list[Medication]:
+    """Drafted active vitamin D analogs and calcifediol: never vitamin D by IU, but they raise
+    serum calcium (the highest risk of all, clinical.md)."""
+    if facts.hook == "patient-view":
+        return []
+    kinds = (DrugClass.ACTIVE_VITAMIN_D_ANALOG, DrugClass.CALCIFEDIOL)
+    return [d for d in common.focus_drafts(facts) if d.has(*kinds)]
 
 
 def high_dose(facts: Facts, g: Guideline) -> Finding | None:
@@ -159,9 +168,10 @@ def ergocalciferol(facts: Facts, g: Guideline) -> Finding | None:
 
 
 def hypercalcemia_risk(facts: Facts, g: Guideline) -> Finding | None:
-    """Drafted vitamin D with a raised calcium or hypercalcaemia (hold it and explain the
-    calcium first), or with sarcoidosis / primary hyperparathyroidism alone (monitor)."""
-    drafted = _drafted_vitamin_d(facts)
+    """Drafted vitamin D or an active analog / calcifediol with a raised calcium or
+    hypercalcaemia (hold it and explain the calcium first), or with sarcoidosis / primary
+    hyperparathyroidism alone (monitor)."""
+    drafted = _drafted_vitamin_d(facts) + _drafted_analogs(facts)
     if not g.enabled(HYPERCALCEMIA) or not drafted:
         return None
     conditions = [
