@@ -136,10 +136,11 @@ class Fixture:
 
     @property
     def drafts(self) -> list[dict[str, Any]]:
-        """Draft orders: R4 MedicationRequests and DSTU2 MedicationOrders with status draft."""
+        """Draft orders: R4 MedicationRequests, DSTU2 MedicationOrders and ServiceRequests (a
+        drafted test) with status draft."""
         return [
             r
-            for kind in ("MedicationRequest", "MedicationOrder")
+            for kind in ("MedicationRequest", "MedicationOrder", "ServiceRequest")
             for r in self._of(kind)
             if r.get("status") == "draft"
         ]

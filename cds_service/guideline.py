@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -60,7 +60,8 @@ SAFETY = (
     "phytonadione_reversal_max_mg",
     "kidney_stones_hazard_ratio",
 )
-BANDS = ("adult", "child", "infant", "pregnancy")
+BANDS = ("adult", "higher_need", "child", "infant", "pregnancy")
+HIGHER_NEED = ("bmi_from", "bmi_months", "ceiling_iu", "insufficiency_daily_iu")
 PERIODS = {"d": 1, "wk": 7}
 
 
@@ -161,6 +162,8 @@ class Guideline:
     upper_limits: tuple[UpperLimit, ...] = ()  # youngest first; from 9 years: doses
     # vitd-test-overuse: a repeat 25(OH)D sooner than this after the last result; and whether
     # healthy adults (19-74, no indication) are spared routine tests (ES 2024).
+    higher_need: Mapping[str, Cited] = field(default_factory=dict)
+    higher_need_regimens: bool = True
     retest_after_days: Cited = Cited(90, "es2011")
     spare_healthy_adults: Cited = Cited(0.0, "es2024")
 
@@ -356,6 +359,14 @@ def _check(name: str, data: Mapping[str, Any]) -> Guideline:
     if [u.below_months for u in upper_limits] != sorted({u.below_months for u in upper_limits}):
         raise c.fail("upper_limits.bands", "ages must rise from one band to the next")
 
+    higher = dict(c.table("higher_need"))
+    changes = c.table("higher_need.changes_regimens", higher.pop("changes_regimens", None))
+    if not isinstance(changes.get("value"), bool):
+        raise c.fail("higher_need.changes_regimens", "value must be true or false")
+    c.cite("higher_need.changes_regimens", changes.get("cite"))
+    higher_need = _Checker(name, {"higher_need": higher})
+    higher_need.citations = c.citations
+
     testing = c.table("testing")
     retest = c.table("testing.retest_after_days", testing.get("retest_after_days"))
     spare = c.table("testing.spare_healthy_adults", testing.get("spare_healthy_adults"))
@@ -399,6 +410,8 @@ def _check(name: str, data: Mapping[str, Any]) -> Guideline:
             cite=c.cite("empiric", empiric.get("cite")),
         ),
         upper_limits=upper_limits,
+        higher_need=higher_need.cited_group("higher_need", HIGHER_NEED),
+        higher_need_regimens=bool(changes["value"]),
         retest_after_days=Cited(
             c.number("testing.retest_after_days", retest.get("value")),
             c.cite("testing.retest_after_days", retest.get("cite")),

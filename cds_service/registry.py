@@ -17,9 +17,9 @@ LOINC = "http://loinc.org"
 
 
 def _observation_codes() -> list[str]:
-    """25(OH)D and serum calcium LOINC codes the rules read (knowledge/labs.json)."""
+    """25(OH)D, serum calcium and BMI LOINC codes the rules read (knowledge/labs.json)."""
     labs = load("labs")
-    codes = [*labs["vitamin_d_25oh"]["accepted"], *labs["calcium"]["codes"]]
+    codes = [*labs["vitamin_d_25oh"]["accepted"], *labs["calcium"]["codes"], *labs["bmi"]["codes"]]
     return [c["code"] for c in codes]
 
 

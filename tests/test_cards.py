@@ -85,7 +85,7 @@ def test_every_suggestion_is_valid_fhir_for_this_patient(produced):
                 assert action["description"]
                 if action["type"] == "delete":
                     kind, _, rid = action["resourceId"].partition("/")
-                    assert kind in ("MedicationRequest", "MedicationOrder") and rid
+                    assert kind in ("MedicationRequest", "MedicationOrder", "ServiceRequest") and rid
                     assert rid in {d["id"] for d in fixture.drafts}
                     continue
                 resource = action["resource"]

@@ -18,6 +18,7 @@ from .conditions import read_conditions
 from .fhirdates import parse_instant
 from .labs import (
     lab_observations,
+    read_bmi_levels,
     read_calcium_levels,
     read_inr_levels,
     read_vitamin_d_levels,
@@ -229,6 +230,7 @@ def build_facts(
         vitamin_d_levels=read_vitamin_d_levels(observations),
         calcium_levels=read_calcium_levels(observations),
         inr_levels=read_inr_levels(observations),
+        bmi_levels=read_bmi_levels(observations),
         medications=tuple(on_file),
         past_medications=tuple(past),
         drafts=tuple(drafts),

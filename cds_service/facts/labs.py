@@ -19,7 +19,7 @@ from typing import Any, NamedTuple, TypeVar
 from ..knowledge import load
 from .dosing import finite
 from .fhirdates import parse_instant
-from .model import CalciumLevel, InrLevel, VitaminDLevel
+from .model import BmiLevel, CalciumLevel, InrLevel, VitaminDLevel
 
 UCUM = "http://unitsofmeasure.org"
 COMPARATORS = frozenset({"<", "<=", ">", ">="})
@@ -194,7 +194,7 @@ def _results(
     return out
 
 
-L = TypeVar("L", VitaminDLevel, InrLevel)
+L = TypeVar("L", VitaminDLevel, InrLevel, BmiLevel)
 
 
 def _levels(kind: type[L], results: list[_Result]) -> tuple[L, ...]:
@@ -206,7 +206,10 @@ def _levels(kind: type[L], results: list[_Result]) -> tuple[L, ...]:
 def _counted_codes() -> frozenset[str]:
     """Every LOINC code some reader here accepts (25(OH)D, calcium, INR)."""
     return (
-        _codes("vitamin_d_25oh", "accepted") | _codes("calcium", "codes") | _codes("inr", "codes")
+        _codes("vitamin_d_25oh", "accepted")
+        | _codes("calcium", "codes")
+        | _codes("inr", "codes")
+        | _codes("bmi", "codes")
     )
 
 
@@ -250,3 +253,16 @@ def read_inr_levels(observations: Iterable[Any] | LabObservations) -> tuple[InrL
         unitless_factor=1.0 if inr["unitless_is_ratio"]["value"] else None,
     )
     return _levels(InrLevel, results)
+
+
+def read_bmi_levels(observations: Iterable[Any] | LabObservations) -> tuple[BmiLevel, ...]:
+    """Body mass index results in kg/m² (LOINC 39156-5), newest first."""
+    bmi = _knowledge()["bmi"]
+    results = _results(
+        observations,
+        _codes("bmi", "codes"),
+        frozenset(),
+        bmi["units_to_kg_m2"],
+        bmi["plausible_max"]["value"],
+    )
+    return _levels(BmiLevel, results)

@@ -408,6 +408,8 @@ def read_medication(
                 daily.setdefault(family, []).append((dosage.get("sequence"), amount * per_day))
 
     started, ended = _period(resource, course)
+    first = dosages[0] if isinstance(dosages, list) and dosages else None
+    dosage_text = first.get("text") if isinstance(first, dict) else None
     name = next((t for t in texts if t.strip()), "unnamed product")
     rid = resource.get("id")
     return Medication(
@@ -427,6 +429,7 @@ def read_medication(
         vitamin_k_ug_per_dose=per_dose.get("k"),
         vitamin_k_ug_per_day=dosing.combine_daily(daily.get("k", [])),
         course_days=course,
+        dosage_text=dosage_text if isinstance(dosage_text, str) and dosage_text.strip() else None,
         authored=parse_instant(resource.get("authoredOn") or resource.get("dateWritten")),
         timing=timings[0] if len(timings) == 1 else None,
         started=started,

@@ -45,6 +45,9 @@ class DrugClass(enum.StrEnum):
     # raise 25(OH)D; never converted to IU nor counted as vitamin D (contract §4)
     ACTIVE_VITAMIN_D_ANALOG = "active-vitamin-d-analog"
     CALCIFEDIOL = "calcifediol"  # 25(OH)D3: not interchangeable with cholecalciferol by IU
+    # anticonvulsants (phenytoin ... oxcarbazepine), ketoconazole, HIV antiretrovirals
+    # (efavirenz), cholestyramine: they lower 25(OH)D (ES 2011 recommendation 4.2)
+    LOWERS_VITAMIN_D = "lowers-vitamin-d"
 
     @property
     def is_vitamin_d(self) -> bool:
@@ -129,6 +132,20 @@ class InrLevel:
 
 
 @dataclass(frozen=True)
+class BmiLevel:
+    """One body mass index result in kg/m² (LOINC 39156-5); `kg_m2` None when unreadable."""
+
+    observation_id: str | None
+    loinc: str
+    status: str
+    when: datetime | None
+    kg_m2: float | None
+    comparator: str | None
+    raw_value: str | None
+    raw_unit: str | None
+
+
+@dataclass(frozen=True)
 class IngredientAmount:
     """How much of one ingredient one unit of the product holds (tablet, capsule, mL, drop)."""
 
@@ -173,6 +190,7 @@ class Medication:
     vitamin_k_ug_per_dose: float | None = None
     vitamin_k_ug_per_day: float | None = None
     course_days: float | None = None  # boundsDuration / count-limited course length
+    dosage_text: str | None = None  # the first dosage's text as written ("300 mg daily")
     authored: datetime | None = None
     # The schedule when the order has exactly one dosage with a plain timing.repeat (else None).
     timing: DoseTiming | None = None
@@ -210,6 +228,7 @@ class ConditionCategory(enum.StrEnum):
     MALABSORPTION = "malabsorption"
     PREGNANCY = "pregnancy"
     FRAGILITY_FRACTURE = "fragility-fracture"
+    OBESITY = "obesity"
 
 
 @dataclass(frozen=True)
@@ -243,6 +262,7 @@ class Facts:
     vitamin_d_levels: tuple[VitaminDLevel, ...] = ()  # newest first
     calcium_levels: tuple[CalciumLevel, ...] = ()  # newest first
     inr_levels: tuple[InrLevel, ...] = ()  # newest first
+    bmi_levels: tuple[BmiLevel, ...] = ()  # newest first
     medications: tuple[Medication, ...] = ()  # active requests and statements on file
     # Requests and statements on file that were used before (completed, stopped, on-hold):
     # for the history picture only; rules must not read them as current.

@@ -86,6 +86,8 @@ def band(facts: Facts, g: Guideline) -> str | None:
         return "infant"
     if patient.age_years < g.age("adult_from_years"):
         return "child"
+    if g.higher_need_regimens and higher_need_adult(facts, g):
+        return "higher_need"
     return "adult"
 
 
@@ -108,6 +110,9 @@ def upper_limit(facts: Facts, g: Guideline) -> tuple[float, str, str] | None:
         for limit in g.upper_limits:
             if months < limit.below_months:
                 return limit.iu, limit.ages, limit.cite
+    if higher_need_adult(facts, g):
+        raised = g.higher_need["ceiling_iu"]
+        return raised.value, "adults with a higher need", raised.cite
     ceiling = g.doses["no_deficiency_ceiling_iu"]
     return ceiling.value, "ages 9 years and over", ceiling.cite
 
@@ -159,6 +164,45 @@ def duplicates(med: Medication, schedule: Schedule) -> bool:
         and abs(med.vitamin_d_iu_per_day - schedule.daily_iu) < 1e-6
     )
     return abs(med.vitamin_d_iu_per_dose - schedule.dose_iu) < 1e-6 and same_daily
+
+
+def higher_need(facts: Facts, g: Guideline) -> list[dict]:
+    """Why this patient needs more vitamin D (ES 2011 recommendation 4.2), each reason with what
+    the card names: a recent BMI at or above the obesity threshold (value and date), an active
+    obesity or malabsorption condition, an active medication that lowers 25(OH)D."""
+    reasons: list[dict] = []
+    window = g.higher_need["bmi_months"].value * 365.25 / 12
+    bmi = next((b for b in facts.bmi_levels if b.kg_m2 is not None), None)
+    if (
+        bmi is not None
+        and bmi.when is not None
+        and facts.now - bmi.when <= timedelta(days=window)
+        and bmi.kg_m2 is not None
+        and bmi.kg_m2 >= g.higher_need["bmi_from"].value
+    ):
+        reasons.append({"kind": "bmi", "kg_m2": bmi.kg_m2, "date": bmi.when})
+    for condition in facts.conditions:
+        for category in (ConditionCategory.OBESITY, ConditionCategory.MALABSORPTION):
+            if category in condition.categories:
+                reasons.append(
+                    {
+                        "kind": category.value,
+                        "display": condition.display or condition.code[1],
+                        "code": condition.code[1],
+                    }
+                )
+    for med in facts.medications:
+        if med.has(DrugClass.LOWERS_VITAMIN_D, DrugClass.SYSTEMIC_GLUCOCORTICOID):
+            reasons.append({"kind": "medication", "name": med.name, "dosage": med.dosage_text})
+    return reasons
+
+
+def higher_need_adult(facts: Facts, g: Guideline) -> bool:
+    """An adult (>= 19, not pregnant) with a higher need."""
+    age = facts.patient.age_years if facts.patient else None
+    if age is None or facts.pregnant or age < g.age("adult_from_years"):
+        return False
+    return bool(higher_need(facts, g))
 
 
 def regimen(facts: Facts, g: Guideline) -> Regimen | None:

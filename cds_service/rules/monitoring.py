@@ -1,7 +1,8 @@
 """`vitd-no-recent-level`: a risk indication and no valid 25(OH)D in the last 12 months.
 
 Risk indications (contract §4): osteoporosis or osteopenia, age >= 65 with a fall history,
-CKD stage 3-5, malabsorption, or vitamin D > 4,000 IU/day. Never for people without one.
+CKD stage 3-5, malabsorption, vitamin D > 4,000 IU/day, and for adults obesity or an active
+medication that lowers 25(OH)D (ES 2011 recommendation 4.2). Never for people without one.
 patient-view: active vitamin D counts; order hooks: only when vitamin D is drafted, and the
 draft counts towards the dose.
 """
@@ -34,6 +35,12 @@ def indications(facts: Facts, g: Guideline, daily_iu: float) -> list[str]:
         found.append("malabsorption")
     if daily_iu > g.dose("risk_daily_iu_above"):
         found.append("high-dose")
+    adult = age is not None and age >= g.age("adult_from_years")
+    kinds = {r["kind"] for r in common.higher_need(facts, g)} if adult else set()
+    if kinds & {"bmi", "obesity"}:
+        found.append("obesity")
+    if "medication" in kinds:
+        found.append("lowers-vitamin-d")
     return found
 
 

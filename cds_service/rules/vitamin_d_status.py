@@ -117,6 +117,7 @@ def _context(facts: Facts, g: Guideline, level: VitaminDLevel) -> dict:
             if C.NEPHROLITHIASIS in c.categories
         ],
         "calcium_watch": common.needs_calcium_watch(facts, g),
+        "higher_need": common.higher_need(facts, g),
     }
 
 
@@ -164,11 +165,13 @@ def _insufficiency(facts: Facts, g: Guideline, level: VitaminDLevel) -> Finding 
     if facts.hook != "patient-view":
         return None
     context = _context(facts, g, level)
-    dose = Schedule(int(g.dose("insufficiency_daily_iu")), "d", key="daily")
+    higher = context["band"] == "higher_need"
+    daily = g.higher_need["insufficiency_daily_iu"] if higher else g.doses["insufficiency_daily_iu"]
+    dose = Schedule(int(daily.value), "d", key="daily")
     proposals: tuple[Proposal, ...] = ()
     order = common.order_for(facts, g, dose)
     wanted = (
-        context["band"] in ("adult", "pregnancy")
+        context["band"] in ("adult", "higher_need", "pregnancy")
         and context["active_iu"] < dose.daily_iu
         and not context["calcium_watch"]
         and not any(common.duplicates(m, dose) for m in facts.medications)
