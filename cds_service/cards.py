@@ -77,21 +77,42 @@ def fmt_date(value: datetime | None) -> str:
     return value.date().isoformat() if isinstance(value, datetime) else "date unknown"
 
 
-def fmt_level(data: Mapping[str, Any]) -> str:
+NMOL_PER_NG = 2.496
+
+
+def fmt_ug(value: float | None) -> str:
+    """A vitamin K amount: '90 µg', or from 1 mg in mg ('5 mg', not '5,000 µg')."""
+    if value is None:
+        return "unknown"
+    if value >= 1000:
+        return f"{fmt_number(value / 1000)} mg"
+    return f"{fmt_number(value)} µg"
+
+
+def fmt_threshold(ng_ml: float, unit: str = "ng/mL") -> str:
+    """A threshold in the profile's unit first: '20 ng/mL (50 nmol/L)', '25 nmol/L (about
+    10.0 ng/mL)'."""
+    if unit == "nmol/L":
+        return f"{fmt_number(round(ng_ml * NMOL_PER_NG, 1))} nmol/L (about {ng_ml:.1f} ng/mL)"
+    return f"{fmt_number(ng_ml)} ng/mL ({round(ng_ml * NMOL_PER_NG)} nmol/L)"
+
+
+def fmt_level(data: Mapping[str, Any], unit: str = "ng/mL") -> str:
     """'12 ng/mL', '<5 ng/mL', or as the lab reported it first with the conversion rounded to
     one decimal: '45 nmol/L (about 18.0 ng/mL)' (contract §4; classification uses the exact
-    value, never this rounding)."""
+    value, never this rounding). With `unit` "nmol/L" (profile nice) nmol/L comes first:
+    '21 nmol/L (about 8.4 ng/mL)', 'about 29.9 nmol/L (12 ng/mL as reported)'."""
     comparator = data.get("comparator") or ""
-    unit = data.get("raw_unit")
-    if (
-        unit
-        and unit not in ("ng/mL", "ng/ml")
-        and data.get("raw_value")
-        and data["ng_ml"] is not None
-    ):
-        return (
-            f"{comparator}{data['raw_value']} {unit} (about {comparator}{data['ng_ml']:.1f} ng/mL)"
-        )
+    raw_unit = data.get("raw_unit")
+    reported = data.get("raw_value")
+    if unit == "nmol/L" and data["ng_ml"] is not None:
+        if raw_unit == "nmol/L" and reported:
+            return f"{comparator}{reported} nmol/L (about {comparator}{data['ng_ml']:.1f} ng/mL)"
+        nmol = data["ng_ml"] * NMOL_PER_NG
+        ng = fmt_ng(data["ng_ml"])
+        return f"about {comparator}{nmol:.1f} nmol/L ({comparator}{ng} ng/mL as reported)"
+    if raw_unit and raw_unit not in ("ng/mL", "ng/ml") and reported and data["ng_ml"] is not None:
+        return f"{comparator}{reported} {raw_unit} (about {comparator}{data['ng_ml']:.1f} ng/mL)"
     return f"{comparator}{fmt_ng(data['ng_ml'])} ng/mL"
 
 
@@ -104,7 +125,14 @@ def _environment(finalize) -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=False,
     )
-    env.filters.update(num=fmt_number, ng=fmt_ng, date=fmt_date, level=fmt_level)
+    env.filters.update(
+        num=fmt_number,
+        ng=fmt_ng,
+        date=fmt_date,
+        level=fmt_level,
+        threshold=fmt_threshold,
+        ug=fmt_ug,
+    )
     # No globals (Jinja's range, dict, lipsum, cycler, joiner, namespace): a card names only
     # what its finding gives, and a name the finding lacks is an error (StrictUndefined), not
     # the repr of a builtin. It also saves copying them into every render's context.

@@ -16,6 +16,7 @@ import click
 
 from . import logs
 from .config import ConfigError, Settings
+from .guideline import PROFILES
 from .logs import configure_logging
 
 
@@ -425,7 +426,7 @@ _HOOK_LETTER = {
     "--profile",
     "profiles",
     multiple=True,
-    type=click.Choice(["default", "es2024"]),
+    type=click.Choice(list(PROFILES)),
     help="Guideline profile(s) to check (default: 'default', plus each profile a "
     "patient states expectations for).",
 )

@@ -15,7 +15,8 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-PROFILES = ("default", "es2024")
+PROFILES = ("default", "es2024", "nice")
+NMOL_PER_NG = 2.496  # 25(OH)D: ng/mL x 2.496 = nmol/L (contract §4)
 
 LEVELS = (
     "deficiency_below_ng_ml",
@@ -49,6 +50,7 @@ DOSES = (
     "uspstf_max_daily_iu",
     "uspstf_max_calcium_mg",
     "insufficiency_daily_iu",
+    "insufficiency_no_risk_daily_iu",
 )
 # Prescribing-safety values (interaction, calcium, INR), each cited like the others.
 SAFETY = (
@@ -121,6 +123,14 @@ class Regimen:
     maintenance: Schedule
     maintenance_range: str
     cite: str
+    # The maintenance starts this many weeks after the course ends (NICE: about 1 month).
+    maintenance_gap_weeks: int = 0
+    # The follow-up test (a key of knowledge/orderables.json `labs`): by default a repeat
+    # 25(OH)D `windows.repeat_level_months` after the start; with `follow_up_weeks_after_course`
+    # that many weeks after the course ends (NICE: adjusted calcium 1 month after loading).
+    follow_up_lab: str = "vitamin-d-25oh"
+    follow_up_weeks_after_course: int | None = None
+    offered: bool = True  # False: the card names the finding and suggests no regimen
 
 
 @dataclass(frozen=True)
@@ -162,6 +172,7 @@ class Guideline:
     upper_limits: tuple[UpperLimit, ...] = ()  # youngest first; from 9 years: doses
     # vitd-test-overuse: a repeat 25(OH)D sooner than this after the last result; and whether
     # healthy adults (19-74, no indication) are spared routine tests (ES 2024).
+    display_unit: str = "ng/mL"  # the unit levels are shown in first: "ng/mL" or "nmol/L"
     higher_need: Mapping[str, Cited] = field(default_factory=dict)
     higher_need_regimens: bool = True
     retest_after_days: Cited = Cited(90, "es2011")
@@ -277,8 +288,18 @@ class _Checker:
                 value = float(entry["value"])
             else:
                 value = self.number(where, entry["value"])
+                unit = entry.get("unit")
+                if unit == "nmol/L" and section == "levels":  # 25(OH)D thresholds: to ng/mL,
+                    value = value * _nmol_factor()  # with the factor results are read with
+                elif unit is not None:
+                    raise self.fail(f"{where}.unit", 'only levels may say unit = "nmol/L"')
             out[key] = Cited(value, self.cite(where, entry.get("cite")))
         return out
+
+    def flag(self, where: str, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(where, "must be true or false")
+        return value
 
     def schedule(self, where: str, entry: Any, *, key: str | None = None) -> Schedule:
         entry = self.table(where, entry)
@@ -291,6 +312,7 @@ class _Checker:
             every=every,
             weeks=None if weeks is None else int(self.number(f"{where}.weeks", weeks)),
             key=key or str(entry.get("key") or "maintenance"),
+            frequency=int(self.number(f"{where}.frequency", entry.get("frequency", 1))),
         )
 
 
@@ -321,6 +343,27 @@ def _check(name: str, data: Mapping[str, Any]) -> Guideline:
             maintenance=c.schedule(f"{where}.maintenance", maintenance, key="maintenance"),
             maintenance_range=c.text(f"{where}.maintenance.range", maintenance.get("range")),
             cite=c.cite(where, entry.get("cite")),
+            maintenance_gap_weeks=int(
+                c.number(
+                    f"{where}.maintenance_gap_weeks",
+                    entry.get("maintenance_gap_weeks", 0),
+                    positive=False,
+                )
+            ),
+            follow_up_lab=c.text(
+                f"{where}.follow_up_lab", entry.get("follow_up_lab", "vitamin-d-25oh")
+            ),
+            follow_up_weeks_after_course=(
+                None
+                if entry.get("follow_up_weeks_after_course") is None
+                else int(
+                    c.number(
+                        f"{where}.follow_up_weeks_after_course",
+                        entry.get("follow_up_weeks_after_course"),
+                    )
+                )
+            ),
+            offered=c.flag(f"{where}.offered", entry.get("offered", True)),
         )
         if any(course.weeks is None for course in regimen.courses):
             raise c.fail(f"{where}.courses", "every course needs `weeks`")
@@ -410,6 +453,7 @@ def _check(name: str, data: Mapping[str, Any]) -> Guideline:
             cite=c.cite("empiric", empiric.get("cite")),
         ),
         upper_limits=upper_limits,
+        display_unit=_display_unit(c, data),
         higher_need=higher_need.cited_group("higher_need", HIGHER_NEED),
         higher_need_regimens=bool(changes["value"]),
         retest_after_days=Cited(
@@ -420,6 +464,19 @@ def _check(name: str, data: Mapping[str, Any]) -> Guideline:
             float(spare["value"]), c.cite("testing.spare_healthy_adults", spare.get("cite"))
         ),
     )
+
+
+def _nmol_factor() -> float:
+    from .knowledge import load
+
+    return load("labs")["vitamin_d_25oh"]["units_to_ng_ml"]["nmol/L"]["factor"]
+
+
+def _display_unit(c: _Checker, data: Mapping[str, Any]) -> str:
+    unit = data.get("display_unit", "ng/mL")
+    if unit not in ("ng/mL", "nmol/L"):
+        raise c.fail("display_unit", "must be 'ng/mL' or 'nmol/L'")
+    return unit
 
 
 @cache

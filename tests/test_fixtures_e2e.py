@@ -13,6 +13,7 @@ from collections import Counter
 import pytest
 
 from cds_service import fixtures
+from cds_service.guideline import PROFILES
 from cds_service.registry import prefetch_keys
 from tests.fhir_stub import FhirStub
 
@@ -38,12 +39,12 @@ def test_every_fixture_has_expectations_and_every_expectation_a_fixture():
     assert sorted(EXPECTED) == fixtures.names()
     for name, entry in EXPECTED.items():
         assert entry["about"], name
-        for profile in ("default", "es2024"):
+        for profile in PROFILES:
             if profile in entry:
                 assert sorted(entry[profile]) == sorted(SERVICES), (name, profile)
 
 
-@pytest.mark.parametrize(("name", "profile"), _cases("default") + _cases("es2024"))
+@pytest.mark.parametrize(("name", "profile"), [c for p in PROFILES for c in _cases(p)])
 def test_fixture_gets_exactly_its_topics_in_every_gathering_mode(make_app, settings, name, profile):
     client = make_app(settings.with_overrides(guideline_profile=profile)).test_client()
     fixture = fixtures.load(name)

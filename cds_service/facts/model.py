@@ -48,6 +48,7 @@ class DrugClass(enum.StrEnum):
     # anticonvulsants (phenytoin ... oxcarbazepine), ketoconazole, HIV antiretrovirals
     # (efavirenz), cholestyramine: they lower 25(OH)D (ES 2011 recommendation 4.2)
     LOWERS_VITAMIN_D = "lowers-vitamin-d"
+    ANTIRESORPTIVE = "antiresorptive"  # bisphosphonates, denosumab
 
     @property
     def is_vitamin_d(self) -> bool:

@@ -32,7 +32,7 @@ def evaluate(facts: Facts, g: Guideline) -> list[Finding]:
     regimen = common.regimen(facts, g)
     calcium_watch = common.needs_calcium_watch(facts, g)
     proposals: tuple[Proposal, ...] = ()
-    if regimen is not None and not calcium_watch:
+    if regimen is not None and regimen.offered and not calcium_watch:
         proposals = vitamin_d_status.regimen_proposals(facts, regimen, g)
     cited = g.levels["deficiency_below_ng_ml"]
     data = {

@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from ..facts.model import ConditionCategory as C
-from ..facts.model import Facts, Medication, VitaminDLevel
+from ..facts.model import DrugClass, Facts, Medication, VitaminDLevel
 from ..guideline import Guideline, Regimen, Schedule
 from . import common
 from .findings import Create, Delete, Finding, LabOrder, Proposal
@@ -49,17 +49,27 @@ def regimen_proposals(
     action). With no orderable course (oral drops for children under 4 have no verified
     product), one suggestion orders the repeat level and the card names the regimen.
     """
-    repeat = Create(LabOrder("vitamin-d-25oh", round(g.window_days("repeat_level_months"))))
+    def follow_up(course_weeks: int | None) -> Create:
+        if regimen.follow_up_weeks_after_course is not None and course_weeks is not None:
+            days = 7 * (course_weeks + regimen.follow_up_weeks_after_course)
+        else:
+            days = round(g.window_days("repeat_level_months"))
+        return Create(LabOrder(regimen.follow_up_lab, days))
+
     on_file = common.vitamin_d_products(facts.medications)
     proposals = []
     for course in regimen.courses:
         order = common.order_for(facts, g, course)
         if order is None:
             continue
+        repeat = follow_up(course.weeks)
         maintenance = None
         if not on_file:
             maintenance = common.order_for(
-                facts, g, regimen.maintenance, starts_after_weeks=course.weeks
+                facts,
+                g,
+                regimen.maintenance,
+                starts_after_weeks=(course.weeks or 0) + regimen.maintenance_gap_weeks,
             )
         deletes = tuple(Delete(d.resource_type, d.id, d.name) for d in replace if d.id is not None)
         actions = (
@@ -80,6 +90,7 @@ def regimen_proposals(
             )
         )
     if not proposals:
+        repeat = follow_up(regimen.courses[0].weeks)
         proposals.append(
             Proposal("recheck", (repeat,), {"months": g.windows["repeat_level_months"].value})
         )
@@ -140,13 +151,15 @@ def _deficiency(facts: Facts, g: Guideline, level: VitaminDLevel) -> Finding | N
         if course is not None:
             data["course"] = course  # a correction course is under way: information only
             return Finding("vitd-deficiency", "info", cite, data)
+        if regimen is not None and not regimen.offered:
+            return Finding("vitd-deficiency", "info", cite, data)  # e.g. NICE CKS: adults only
         if regimen is None or data["calcium_watch"]:
             proposals: tuple[Proposal, ...] = ()  # no birthDate, or vitamin D needs calcium watch
         else:
             proposals = regimen_proposals(facts, regimen, g)
         return Finding("vitd-deficiency", "warning", cite, data, proposals)
 
-    if regimen is None or data["calcium_watch"]:
+    if regimen is None or data["calcium_watch"] or not regimen.offered:
         return None  # vitd-hypercalcemia-risk speaks for the draft
     loading = min(c.daily_iu for c in regimen.courses)
     drafts = common.vitamin_d_products(common.focus_drafts(facts))
@@ -161,12 +174,35 @@ def _deficiency(facts: Facts, g: Guideline, level: VitaminDLevel) -> Finding | N
     )
 
 
+def insufficiency_risk(facts: Facts) -> list[str]:
+    """Risk factors that call for 800-2,000 IU daily at an insufficient level (NICE CKS):
+    osteoporosis or a fragility fracture, antiresorptive treatment, an anticonvulsant or other
+    vitamin-D-lowering medicine or a systemic glucocorticoid, malabsorption."""
+    found = []
+    if common.has(facts, C.OSTEOPOROSIS, C.FRAGILITY_FRACTURE):
+        found.append("osteoporosis or fragility fracture")
+    if any(m.has(DrugClass.ANTIRESORPTIVE) for m in facts.medications):
+        found.append("antiresorptive treatment")
+    lowering = (DrugClass.LOWERS_VITAMIN_D, DrugClass.SYSTEMIC_GLUCOCORTICOID)
+    if any(m.has(*lowering) for m in facts.medications):
+        found.append("an anticonvulsant or glucocorticoid")
+    if common.has(facts, C.MALABSORPTION):
+        found.append("malabsorption")
+    return found
+
+
 def _insufficiency(facts: Facts, g: Guideline, level: VitaminDLevel) -> Finding | None:
     if facts.hook != "patient-view":
         return None
     context = _context(facts, g, level)
     higher = context["band"] == "higher_need"
-    daily = g.higher_need["insufficiency_daily_iu"] if higher else g.doses["insufficiency_daily_iu"]
+    risk = insufficiency_risk(facts)
+    if higher:
+        daily = g.higher_need["insufficiency_daily_iu"]
+    elif risk:
+        daily = g.doses["insufficiency_daily_iu"]
+    else:
+        daily = g.doses["insufficiency_no_risk_daily_iu"]
     dose = Schedule(int(daily.value), "d", key="daily")
     proposals: tuple[Proposal, ...] = ()
     order = common.order_for(facts, g, dose)
@@ -181,6 +217,9 @@ def _insufficiency(facts: Facts, g: Guideline, level: VitaminDLevel) -> Finding 
     data = {
         **context,
         "dose": dose,
+        "risk": risk,
+        "by_risk": g.dose("insufficiency_daily_iu") != g.dose("insufficiency_no_risk_daily_iu"),
+        "dose_source": g.citation(daily.cite).short,
         "threshold_low": g.level("deficiency_below_ng_ml"),
         "threshold": g.level("insufficiency_below_ng_ml"),
     }
