@@ -21,12 +21,14 @@ from .auth import Authenticator, AuthRejected, Caller
 from .config import Settings
 from .errors import ApiError, BadRequest, NotFound, UnsupportedMediaType
 from .registry import SERVICES, ServiceSpec, discovery_document
+from .store import describe_error
 from .validation import check, parse_json
 
 log = logging.getLogger(__name__)
 bp = Blueprint("cds", __name__)
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+RETRY_AFTER_S = 2  # told to callers refused because a store is away (503)
 CORS_PREFIX = "/cds-services"
 
 
@@ -113,9 +115,13 @@ def feedback(service_id: str):
         outcomes = _runtime().store.save_feedback_outcomes(
             spec.id, body["feedback"], received_at=datetime.now(UTC)
         )
-    except Exception:
-        log.exception("could not store feedback")
-        return _error(503, {"error": "feedback store unavailable, retry later"})
+    except Exception as exc:  # StoreUnavailable (no answer in time) or the driver's error
+        log.warning("could not store feedback", extra={"cause": describe_error(exc)})
+        return _error(
+            503,
+            {"error": "feedback store unavailable, retry later"},
+            {"Retry-After": str(RETRY_AFTER_S)},
+        )
     metrics.feedback_stored(spec.id, outcomes)
     return jsonify({"received": len(body["feedback"]), "stored": len(outcomes)})
 
@@ -144,9 +150,15 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    if _runtime().store.ping():
+    """From the background check (readiness.py): answers at once whatever the stores do."""
+    ready, failing = current_app.extensions["vitd.readiness"].state()
+    if ready:
         return jsonify({"status": "ready"})
-    return _error(503, {"error": "store unreachable"})
+    return _error(
+        503,
+        {"error": "store unreachable", "details": list(failing)},
+        {"Retry-After": str(RETRY_AFTER_S)},
+    )
 
 
 def _error(status: int, body: dict, headers: dict | None = None):
@@ -158,7 +170,8 @@ def _error(status: int, body: dict, headers: dict | None = None):
 
 
 def _on_api_error(exc: ApiError):
-    return _error(exc.status, exc.body())
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if exc.status == 503 else None
+    return _error(exc.status, exc.body(), headers)
 
 
 def _on_http_error(exc: HTTPException):

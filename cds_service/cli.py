@@ -94,6 +94,7 @@ def gunicorn_options(settings: Settings, reload: bool) -> dict[str, Any]:
     def worker_exit(_server: Any, worker: Any) -> None:
         app = getattr(worker, "wsgi", None)
         if app is not None:  # write the issued-card records still queued
+            app.extensions["vitd.readiness"].close()
             app.extensions["vitd.runtime"].store.flush_and_stop()
         logs.stop_background_writer()
 
@@ -120,7 +121,6 @@ def _run_gunicorn(settings: Settings, reload: bool) -> None:
 
     from . import create_app
     from .auth import check_bind
-    from .store import Store
 
     configure_logging()
     check_bind(settings.host, settings)
@@ -131,9 +131,7 @@ def _run_gunicorn(settings: Settings, reload: bool) -> None:
             load_issuers(settings.trusted_issuers_file)
         except ConfigError as exc:
             raise click.ClickException(str(exc)) from None
-    store = Store(settings.database_url)
-    store.migrate()  # once, in the master, so workers never race on the schema
-    store.dispose()
+    _migrate_or_exit(settings)  # once, in the master, so workers never race on the schema
     worker_settings = settings.with_overrides(
         migrate_on_start=False, record_cards_in_background=True
     )
@@ -148,6 +146,59 @@ def _run_gunicorn(settings: Settings, reload: bool) -> None:
             return create_app(worker_settings)
 
     _Server().run()
+
+
+MIGRATE_WAIT_S = 60.0  # beyond the connect timeout: DDL may wait for a lock
+
+
+def _migrate_or_exit(settings: Settings) -> None:
+    """Migrate the store, or stop the start with one line naming the database and why.
+
+    Never a silent hang: connecting is bounded by CDS_DB_CONNECT_TIMEOUT_S, and the whole
+    migration by MIGRATE_WAIT_S more (it runs on a daemon thread so that a database that
+    stops answering halfway cannot hold the process).
+    """
+    import threading
+
+    import sqlalchemy as sa
+
+    from .store import Store, describe_error
+
+    where = _database_label(settings.database_url)
+    outcome: list[BaseException | None] = []
+
+    def migrate() -> None:
+        store = None
+        try:
+            store = Store(settings.database_url, settings.store_limits)
+            store.migrate()
+            outcome.append(None)
+        except BaseException as exc:  # reported by the caller, in one line
+            outcome.append(exc)
+        finally:
+            if store is not None:
+                store.dispose()
+
+    worker = threading.Thread(target=migrate, name="migrate", daemon=True)
+    worker.start()
+    worker.join(settings.db_connect_timeout_s + MIGRATE_WAIT_S)
+    if not outcome:
+        raise click.ClickException(f"database {where} did not answer: migration timed out")
+    error = outcome[0]
+    if isinstance(error, OSError | sa.exc.SQLAlchemyError):
+        raise click.ClickException(f"database {where} unusable: {describe_error(error)}")
+    if error is not None:
+        raise error
+
+
+def _database_label(url: str) -> str:
+    """The database URL without its password (it goes to the terminal and the logs)."""
+    import sqlalchemy as sa
+
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return "(DATABASE_URL)"
 
 
 def _print_cards(response: dict[str, Any]) -> None:
