@@ -58,13 +58,16 @@ class Samples:
     latencies: list[float] = field(default_factory=list)
     statuses: dict[int, int] = field(default_factory=dict)
     retry_after: int = 0  # 503s that carried Retry-After
+    errors: dict[int, str] = field(default_factory=dict)  # first body per error status
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def add(self, seconds: float, status: int, retry_after: bool = False) -> None:
+    def add(self, seconds: float, status: int, retry_after: bool = False, body: str = "") -> None:
         with self.lock:
             self.latencies.append(seconds)
             self.statuses[status] = self.statuses.get(status, 0) + 1
             self.retry_after += bool(retry_after)
+            if status >= 400 and status not in self.errors:
+                self.errors[status] = body[:160]
 
     def summary(self) -> str:
         if not self.latencies:
@@ -105,7 +108,10 @@ class Bench:
             samples.add(time.monotonic() - started, 0)
             return 0
         samples.add(
-            time.monotonic() - started, reply.status_code, "Retry-After" in reply.headers
+            time.monotonic() - started,
+            reply.status_code,
+            "Retry-After" in reply.headers,
+            reply.text if reply.status_code >= 400 else "",
         )
         return reply.status_code
 
@@ -159,10 +165,10 @@ def store_scenario(bench: Bench, proxy: FaultProxy, mode: str, seconds: float) -
     for thread in threads:
         thread.join(timeout=CLIENT_TIMEOUT_S + 5)
     return {
-        "hook": hook.summary(),
-        "feedback": feedback.summary() + f" retry-after {feedback.retry_after}",
-        "healthz": healthz.summary(),
-        "readyz": readyz.summary(),
+        "hook": hook,
+        "feedback": feedback,
+        "healthz": healthz,
+        "readyz": readyz,
         "recovery": recovery,
     }
 
@@ -204,9 +210,9 @@ def fhir_slow_scenario(bench: Bench, slow: FhirStub, healthy: FhirStub, seconds:
     for thread in threads:
         thread.join(timeout=CLIENT_TIMEOUT_S + 5)
     return {
-        "slow FHIR (3 s) callers": to_slow.summary(),
-        "prefetch-only": prefetch_only.summary(),
-        "healthy FHIR": to_healthy.summary(),
+        "slow FHIR (3 s) callers": to_slow,
+        "prefetch-only": prefetch_only,
+        "healthy FHIR": to_healthy,
     }
 
 
@@ -230,8 +236,8 @@ def fhir_huge_scenario(bench: Bench, huge: FhirStub, seconds: float) -> dict:
     peak = max((hwm for _, hwm in after.values()), default=0.0)
     start = max((rss for rss, _ in before.values()), default=0.0)
     return {
-        "10 MB FHIR callers": to_huge.summary(),
-        "prefetch-only": prefetch_only.summary(),
+        "10 MB FHIR callers": to_huge,
+        "prefetch-only": prefetch_only,
         "worker RSS": f"{start:.0f} MB before, peak {peak:.0f} MB",
     }
 
@@ -256,6 +262,9 @@ def main() -> int:
     parser.add_argument("--only", default="", help="scenarios: " + ", ".join(SCENARIOS))
     parser.add_argument("--threads", type=int, default=None, help="gunicorn threads per worker")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--errors", action="store_true", help="print the first error bodies")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="extra service environment (repeatable)")  # fmt: skip
     args = parser.parse_args()
     chosen = [s for s in SCENARIOS if not args.only or s in args.only.split(",")]
 
@@ -285,6 +294,7 @@ def main() -> int:
             port = free_port()
             env = service_env(Path(tmp), issuer, f"http://127.0.0.1:{port}", database_url)
             env["REDIS_URL"] = f"redis://127.0.0.1:{redis_proxy.port}/0"
+            env.update(item.split("=", 1) for item in args.env)
             server = ServerProcess(env=env, port=port, workers=args.workers, threads=args.threads)
             with server:
                 bench = Bench(server, issuer)
@@ -308,6 +318,12 @@ def main() -> int:
     for name, figures in results.items():
         print(f"\n## {name}")
         for what, value in figures.items():
+            if isinstance(value, Samples):
+                errors = "; ".join(f"{s}: {b}" for s, b in sorted(value.errors.items()))
+                value = value.summary() + (f" retry-after {value.retry_after}" if
+                                           value.retry_after else "")  # fmt: skip
+                if args.errors and errors:
+                    value += f"\n  {'':28} {errors}"
             print(f"  {what:28} {value}")
     return 0
 

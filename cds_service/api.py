@@ -16,10 +16,10 @@ from typing import Any
 from flask import Blueprint, Flask, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from . import engine, ids, limits, metrics, openapi
+from . import arrival, engine, ids, limits, metrics, openapi
 from .auth import Authenticator, AuthRejected, Caller
 from .config import Settings
-from .errors import ApiError, BadRequest, NotFound, UnsupportedMediaType
+from .errors import ApiError, BadRequest, NotFound, ServiceBusy, UnsupportedMediaType
 from .registry import SERVICES, ServiceSpec, discovery_document
 from .store import describe_error
 from .validation import check, parse_json
@@ -99,7 +99,11 @@ def call_service(service_id: str):
         max_draft_orders=settings.max_draft_orders,
         max_prefetch_entries=settings.max_prefetch_entries,
     )
-    outcome = engine.respond(spec, body, _runtime(), datetime.now(UTC), tenant=caller.tenant)
+    if time.monotonic() - g.arrived > settings.fhir_budget_s:  # queued past its budget
+        raise ServiceBusy(details=["the call waited past its time budget; nothing was done"])
+    outcome = engine.respond(
+        spec, body, _runtime(), datetime.now(UTC), tenant=caller.tenant, arrived=g.arrived
+    )
     g.card_count = len(outcome.response["cards"])
     g.card_topics = _topics(outcome.response["cards"])
     metrics.cards_returned(spec.id, outcome.response["cards"])
@@ -195,6 +199,7 @@ def _on_unexpected(exc: Exception):
 
 def _before():
     g.started = time.perf_counter()
+    g.arrived = arrival.arrived() or time.monotonic()  # the call's budget counts from here
     incoming = request.headers.get("X-Request-ID", "")
     g.request_id = incoming if REQUEST_ID.match(incoming) else ids.uuid4().hex
 

@@ -35,7 +35,7 @@ def main() -> None:
 @click.option("--host", help="Address to listen on.  [default: $HOST or 127.0.0.1]")
 @click.option("--port", type=int, help="Port.  [default: $PORT or 8080]")
 @click.option("--workers", type=int, help="Worker processes.  [default: $WEB_CONCURRENCY or 2]")
-@click.option("--threads", type=int, help="Threads per worker.  [default: $WEB_THREADS or 4]")
+@click.option("--threads", type=int, help="Threads per worker.  [default: $WEB_THREADS or 16]")
 @click.option("--reload", is_flag=True, help="Restart workers when the code changes (development).")
 def serve(
     host: str | None, port: int | None, workers: int | None, threads: int | None, reload: bool
@@ -102,7 +102,8 @@ def gunicorn_options(settings: Settings, reload: bool) -> dict[str, Any]:
         "bind": f"{settings.host}:{settings.port}",
         "workers": settings.workers,
         "threads": settings.threads,
-        "worker_class": "cds_service.gunicorn_worker.GracefulThreadWorker",
+        # GracefulThreadWorker (gunicorn_worker.py) that stamps each request's arrival
+        "worker_class": "cds_service.arrival.ArrivalThreadWorker",
         "graceful_timeout": max(1, round(settings.graceful_timeout_s)),
         "timeout": 30,
         "keepalive": 5,

@@ -52,9 +52,13 @@ def respond(
     runtime: Runtime,
     now: datetime,
     tenant: str | None = None,
+    arrived: float | None = None,
 ) -> Outcome:
+    """`arrived`: `time.monotonic()` when the request arrived; the FHIR budget counts from it."""
     try:
-        gathered = gather(request, spec.prefetch, runtime.gather_settings, runtime.fhir)
+        gathered = gather(
+            request, spec.prefetch, runtime.gather_settings, runtime.fhir, arrived=arrived
+        )
     except ServerRefused as exc:
         raise BadRequest("fhirServer refused", [exc.reason]) from None
     except DataUnavailable as exc:
