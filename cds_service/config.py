@@ -247,7 +247,8 @@ class Settings:
             connect_timeout_s=self.db_connect_timeout_s,
             statement_timeout_s=self.db_statement_timeout_s,
             pool_timeout_s=self.db_pool_timeout_s,
-            max_waiters=self.store_max_waiters,
+            # never more than half the request threads: the rest keep answering
+            max_waiters=min(self.store_max_waiters, max(1, self.threads // 2)),
             card_queue_rows=self.card_queue_rows,
         )
 
