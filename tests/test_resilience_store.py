@@ -272,3 +272,17 @@ def test_issued_card_rows_wait_in_a_bounded_queue_and_overflow_is_counted(tmp_pa
         assert sorted(rows) == ["u-0", "u-1", "u-2"]  # the oldest kept, the overflow dropped
     finally:
         store.dispose()
+
+
+def test_in_process_hook_calls_answer_and_log_the_cause_when_records_cannot_be_written(
+    make_app, settings, proxied_pg_url, db_proxy, caplog
+):
+    """Without the background recorder (tests, `cds-service invoke`) the record is written
+    during the call, within the limits: the cards still go out."""
+    app = make_app(settings.with_overrides(database_url=proxied_pg_url, **LIMITS))
+    db_proxy.set("blackhole")
+    caplog.set_level(logging.WARNING, logger="cds_service.engine")
+    reply = within(lambda: post(app.test_client(), URL, hook_request(prefetch=full_record())))
+    assert reply.status_code == 200 and reply.get_json()["cards"]
+    causes = [r.cause for r in caplog.records if r.getMessage() == "could not record issued cards"]
+    assert causes == ["StoreUnavailable: timeout"]
