@@ -46,7 +46,6 @@ ENV PATH=/opt/venv/bin:$PATH \
     PORT=8080 \
     WEB_CONCURRENCY=2 \
     WEB_THREADS=16 \
-    MALLOC_ARENA_MAX=2 \
     PROMETHEUS_MULTIPROC_DIR=/tmp/vitd-cds-metrics
 
 WORKDIR /app

@@ -336,8 +336,9 @@ class RedisReplayStore:
 
     def __init__(self, url: str, *, timeout_s: float = 1.0, max_connections: int = 16) -> None:
         """Every command is bounded (contract §6): connect and read within `timeout_s`, one
-        retry on a broken connection with no back-off, TCP keepalive, and at most
-        `max_connections` per process; a caller waits `timeout_s` at most for a free one."""
+        retry on a broken connection (none on a time-out) with no back-off, TCP keepalive,
+        and at most `max_connections` per process; a caller waits `timeout_s` at most for a
+        free one."""
         import redis
         from redis.backoff import NoBackoff
         from redis.retry import Retry
@@ -349,7 +350,8 @@ class RedisReplayStore:
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             socket_keepalive=True,
-            retry=Retry(NoBackoff(), 1),
+            # a connection Redis closed is retried once; a time-out is not (it would double)
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
         )
         self._redis = redis.Redis(connection_pool=pool)
 

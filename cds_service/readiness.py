@@ -4,7 +4,8 @@ One thread per worker runs every check (the database, and Redis when it is the r
 every `interval_s`, each bounded by its store's own time limits, and keeps the outcome. The
 endpoint reads it and never waits on a store itself, so a blackholed database makes `/readyz`
 say 503 at once instead of hanging. A result older than `stale_s` counts as a failure (the
-checker itself is stuck). The thread starts with the first question and stops with `close()`.
+checker itself is stuck). The thread starts with the first question (or `start()`, which each
+gunicorn worker calls once loaded) and stops with `close()`.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class Readiness:
 
     def state(self) -> tuple[bool, tuple[str, ...]]:
         """(ready, names of the failing stores), from the last background check."""
-        self._start()
+        self.start()
         self._first.wait(self._first_wait_s)
         checked_at, failing = self._checked_at, self._failing
         if checked_at is None:
@@ -50,7 +51,8 @@ class Readiness:
             return False, ("readiness check stalled",)
         return not failing, failing
 
-    def _start(self) -> None:
+    def start(self) -> None:
+        """Start the background check (idempotent; `state()` starts it too)."""
         if self._thread is not None:
             return
         with self._lock:

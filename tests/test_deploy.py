@@ -190,8 +190,7 @@ def test_every_variable_set_in_deployment_files_is_one_the_service_reads():
         "k8s configmap": set(configmaps[0]["data"]),
         "compose": set(_compose()["services"]["app"]["environment"]),
         "Dockerfile": _dockerfile_env() - {"PATH", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED",
-                                          "PIP_NO_CACHE_DIR", "PIP_DISABLE_PIP_VERSION_CHECK",
-                                          "MALLOC_ARENA_MAX"},  # read by glibc
+                                          "PIP_NO_CACHE_DIR", "PIP_DISABLE_PIP_VERSION_CHECK"},
     }
     for where, names in set_somewhere.items():
         assert names <= known, f"{where}: {sorted(names - known)} are read by nothing"
