@@ -202,7 +202,7 @@ class Store:
     def __init__(self, url: str, limits: StoreLimits | None = None) -> None:
         url = normalise_url(url)
         self.limits = limits = limits or StoreLimits()
-        kwargs: dict[str, Any] = {"pool_pre_ping": True, "pool_timeout": limits.pool_timeout_s}
+        kwargs: dict[str, Any] = {"pool_pre_ping": True}
         parsed = sa.engine.make_url(url)
         # A file database: JWT ids go in through one plain sqlite3 connection per thread.
         self._sqlite_file: str | None = None
@@ -212,12 +212,14 @@ class Store:
             if parsed.database and parsed.database != ":memory:":
                 self._sqlite_file = parsed.database
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+                kwargs["pool_timeout"] = limits.pool_timeout_s  # a file: a QueuePool
             kwargs["connect_args"] = {
                 "check_same_thread": False,
                 "timeout": self._busy_timeout_s,
             }
         elif parsed.get_backend_name() == "postgresql":
             kwargs["connect_args"] = _postgres_connect_args(limits)
+            kwargs["pool_timeout"] = limits.pool_timeout_s
         self.engine = sa.create_engine(url, **kwargs)
         self._local = threading.local()
         self._raw: list[sqlite3.Connection] = []

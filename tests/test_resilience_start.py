@@ -56,3 +56,27 @@ def test_unwritable_sqlite_path_ends_with_one_line(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     assert_one_line_reason(serve(f"sqlite:///{blocker}/sub/store.sqlite3"), "Error")
+
+
+class _FakeLibc:
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int]] = []
+
+    def mallopt(self, param: int, value: int) -> int:
+        self.calls.append((param, value))
+        return 1
+
+
+def test_serve_caps_malloc_arenas_unless_the_environment_says_otherwise(monkeypatch):
+    import ctypes
+
+    from cds_service import cli
+
+    libc = _FakeLibc()
+    monkeypatch.setattr(ctypes, "CDLL", lambda _name: libc)
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    cli._few_malloc_arenas()
+    assert libc.calls == [(-8, 2)]  # M_ARENA_MAX
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    cli._few_malloc_arenas()
+    assert libc.calls == [(-8, 2)]  # the operator's value stands
