@@ -5,6 +5,7 @@ past its time budget is refused (the budget counts from arrival)."""
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 
@@ -15,7 +16,7 @@ from .builders import full_record, hook_request
 from .fault_proxy import FaultProxy
 from .server_process import ServerProcess
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+pytestmark = pytest.mark.slow
 
 URL = "/cds-services/vitamin-d-patient-view"
 GUARD_S = 30.0
@@ -44,6 +45,7 @@ def serving(database_url: str, threads: int, **env: str) -> ServerProcess:
     )  # fmt: skip
 
 
+@pytest.mark.postgres
 def test_a_blackholed_database_leaves_threads_for_hook_calls_and_healthz(proxied):
     proxy, url = proxied
     with serving(url, threads=8) as server:
@@ -72,21 +74,27 @@ def test_a_blackholed_database_leaves_threads_for_hook_calls_and_healthz(proxied
     assert "Traceback" not in server.output
 
 
-def test_a_call_that_waited_past_its_budget_for_a_thread_is_refused(proxied):
-    proxy, url = proxied
-    with serving(url, threads=1, CDS_FHIR_BUDGET_S="1") as server:
+def test_a_call_that_waited_past_its_budget_for_a_thread_is_refused(tmp_path):
+    """One thread, held by a caller that sends its body slowly; a call queued behind it for
+    longer than its budget is refused unstarted, and the next one is served."""
+    database = f"sqlite:///{tmp_path / 's.sqlite3'}"
+    with serving(database, threads=1, CDS_FHIR_BUDGET_S="1") as server:
         base = server.base_url
-        accepted = proxy.accepted
-        proxy.set("blackhole")  # the worker's first database connection hangs
-        holder = threading.Thread(target=lambda: post(base, f"{URL}/feedback", feedback("x")))
-        holder.start()
-        deadline = time.monotonic() + GUARD_S
-        while proxy.accepted == accepted:  # the only thread now waits on the database
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        late = post(base, URL, hook_request(prefetch=full_record()))
-        assert late.status_code == 503 and late.headers.get("Retry-After")
-        assert "time budget" in late.json()["details"][0]
-        holder.join(GUARD_S)
-        proxy.set("pass")
+        body = json.dumps(feedback("slow-upload")).encode()
+        head = (f"POST {URL}/feedback HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+        with socket.create_connection(("127.0.0.1", server.port), timeout=GUARD_S) as slow:
+            slow.sendall(head.encode() + body[:10])  # the only thread now reads this body
+            time.sleep(0.3)
+            late: list = []
+            queued = threading.Thread(
+                target=lambda: late.append(post(base, URL, hook_request(prefetch=full_record())))
+            )
+            queued.start()
+            time.sleep(1.5)  # longer than the budget, while the call waits for the thread
+            slow.sendall(body[10:])
+            assert slow.recv(1024).startswith(b"HTTP/1.1 200")
+            queued.join(GUARD_S)
+        assert late and late[0].status_code == 503 and late[0].headers.get("Retry-After")
+        assert "time budget" in late[0].json()["details"][0]
         assert post(base, URL, hook_request(prefetch=full_record())).status_code == 200
