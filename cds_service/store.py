@@ -81,8 +81,9 @@ class StoreLimits:
     A request thread waits for one store call at most `wait_s` (pool wait + connect +
     statement); PostgreSQL also enforces `statement_timeout` itself and drops a dead peer by
     TCP keepalive and `tcp_user_timeout`. At most `max_waiters` calls per process are in
-    flight at once; the next one is refused at once, as are calls in the `cooldown_s` after
-    one timed out, so a dead store costs a caller milliseconds, not seconds.
+    flight at once; the next one waits at most `pool_timeout_s` for a slot, then is refused,
+    and calls in the `cooldown_s` after a time-out are refused at once, so a dead store costs
+    a caller milliseconds, not seconds.
     """
 
     connect_timeout_s: float = 2.0
@@ -126,7 +127,9 @@ class _Gate:
     def run(self, fn: Callable[..., Any], *args: Any, wait_s: float | None = None) -> Any:
         if time.monotonic() < self._cool_until:
             raise StoreUnavailable("recent timeout")
-        if not self._slots.acquire(blocking=False):
+        # a healthy store frees a slot in milliseconds: wait for one as long as for a pooled
+        # connection; a dead one holds them all (and the cooldown refuses before this)
+        if not self._slots.acquire(timeout=self._limits.pool_timeout_s):
             raise StoreUnavailable("too many waiting")
         if self._executor is None:
             try:

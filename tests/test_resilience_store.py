@@ -156,7 +156,7 @@ def test_readyz_answers_503_from_the_background_check_and_200_again(pg_app, db_p
         time.sleep(0.2)
 
 
-def test_waiting_callers_are_capped_and_the_next_one_is_refused_at_once(proxied_pg_url, db_proxy):
+def test_waiting_callers_are_capped_and_the_next_one_is_refused(proxied_pg_url, db_proxy):
     store = Store(proxied_pg_url, StoreLimits(statement_timeout_s=30, max_waiters=2))
     store.migrate()
     try:
