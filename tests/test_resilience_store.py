@@ -286,3 +286,23 @@ def test_in_process_hook_calls_answer_and_log_the_cause_when_records_cannot_be_w
     assert reply.status_code == 200 and reply.get_json()["cards"]
     causes = [r.cause for r in caplog.records if r.getMessage() == "could not record issued cards"]
     assert causes == ["StoreUnavailable: timeout"]
+
+
+def test_readiness_names_failing_stores_and_distrusts_a_stalled_check():
+    from cds_service.readiness import Readiness
+
+    def refused():
+        raise ConnectionRefusedError("refused")
+
+    readiness = Readiness(
+        {"database": lambda: None, "replay store": refused}, interval_s=3600, stale_s=0.2
+    )
+    readiness.start()  # checks once, then sleeps: the test drives the rest
+    assert readiness._first.wait(GUARD_S)
+    assert readiness.state() == (False, ("replay store",))
+    readiness._checks["replay store"] = lambda: None
+    readiness.check_once()
+    assert readiness.state() == (True, ())
+    readiness._checked_at -= 1.0  # the background check has not finished for a while
+    assert readiness.state() == (False, ("readiness check stalled",))
+    readiness.close()
