@@ -189,10 +189,13 @@ class _Held:
     def __init__(self, client: FhirClient) -> None:
         self._client = client
         self.taken = 0
+        self.released = False
 
     def take(self, count: int) -> None:
         client = self._client
         with client._held_lock:
+            if self.released:  # the call is over (a read it gave up on): stop reading
+                raise FetchError("timeout")
             if client.held_bytes + count > client.max_held_bytes:
                 raise FetchError("responses over memory cap")
             client.held_bytes += count
@@ -202,6 +205,7 @@ class _Held:
         with self._client._held_lock:
             self._client.held_bytes -= self.taken
             self.taken = 0
+            self.released = True
 
 
 _HELD: contextvars.ContextVar[_Held | None] = contextvars.ContextVar("fhir_held", default=None)

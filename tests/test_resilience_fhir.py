@@ -158,3 +158,18 @@ def test_fhir_bytes_held_per_worker_are_capped(make_app, settings):
         assert app.extensions["vitd.runtime"].fhir.held_bytes == 0  # released with the call
         roomy = make_app(settings.with_overrides(fhir_max_held_bytes=10_000_000))
         assert call(roomy.test_client(), hook_request(fhir_server=stub.base_url)).status_code == 200
+
+
+def test_a_read_that_outlives_its_call_holds_no_bytes(make_app, settings):
+    """A GET still streaming when its call has ended (given up at the deadline) stops at its
+    next chunk and leaves the worker's byte count as it was."""
+    from cds_service.fhir_client import FetchError, _Held
+
+    fhir = make_app(settings).extensions["vitd.runtime"].fhir
+    held = _Held(fhir)
+    held.take(1000)
+    assert fhir.held_bytes == 1000
+    held.release()
+    with pytest.raises(FetchError):
+        held.take(1000)
+    assert fhir.held_bytes == 0
