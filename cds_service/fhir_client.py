@@ -24,6 +24,7 @@ Isolation (contract §6): one slow or huge FHIR server must not slow calls that 
 from __future__ import annotations
 
 import contextvars
+import ipaddress
 import json
 import logging
 import threading
@@ -171,6 +172,14 @@ def next_link(body: Any) -> str | None:
             if isinstance(url, str) and url.strip():
                 return url.strip()
     return None
+
+
+def _is_address(url: str) -> bool:
+    try:
+        ipaddress.ip_address(urlsplit(url).hostname or "")
+    except ValueError:
+        return False
+    return True
 
 
 def host_key(url: str) -> str:
@@ -331,7 +340,11 @@ class FhirClient:
 
     def check_server_within(self, base_url: str, deadline: float) -> None:
         """`check_server` on the DNS pool, waiting at most `dns_timeout_s` and until `deadline`;
-        `TimeoutError` when the name is not resolved by then."""
+        `TimeoutError` when the name is not resolved by then. An address needs no lookup:
+        checked here, so names that hang the pool cannot hold it up."""
+        if _is_address(base_url):
+            self.check_server(base_url)
+            return
         check = self._dns.submit(self.check_server, base_url)
         try:
             check.result(timeout=max(0.0, min(self.dns_timeout_s, deadline - time.monotonic())))

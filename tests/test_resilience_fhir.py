@@ -173,3 +173,18 @@ def test_a_read_that_outlives_its_call_holds_no_bytes(make_app, settings):
     with pytest.raises(FetchError):
         held.take(1000)
     assert fhir.held_bytes == 0
+
+
+def test_a_hanging_name_lookup_does_not_hold_up_servers_given_by_address(
+    make_app, settings, monkeypatch, healthy
+):
+    released = threading.Event()
+    monkeypatch.setattr(ssrf, "resolve", lambda host, port: released.wait(GUARD_S * 2) and [])
+    app = make_app(settings.with_overrides(fhir_dns_timeout_s=0.2))
+    client = app.test_client()
+    try:
+        for _ in range(3):  # more hanging lookups than the DNS pool has threads
+            call(client, hook_request(fhir_server="https://hangs.example.org/fhir"))
+        assert call(client, hook_request(fhir_server=healthy.base_url)).status_code == 200
+    finally:
+        released.set()
