@@ -537,6 +537,12 @@ class _CardRecorder:
     def stop(self) -> None:
         self._stopping.set()
         self._thread.join()
+        lost = self.queued  # the final write failed too: the store is still away
+        if lost:
+            log.warning("issued-card records lost at exit: store unavailable", extra={"lost": lost})
+            self._rows.clear()
+            if self._observe is not None:
+                self._observe(0, lost)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any, busy_timeout_s: float = 15.0) -> None:

@@ -306,3 +306,25 @@ def test_readiness_names_failing_stores_and_distrusts_a_stalled_check():
     readiness._checked_at -= 1.0  # the background check has not finished for a while
     assert readiness.state() == (False, ("readiness check stalled",))
     readiness.close()
+
+
+def test_records_still_queued_at_exit_are_counted_as_dropped(tmp_path, monkeypatch, caplog):
+    from cds_service.metrics import Metrics
+
+    store = Store(f"sqlite:///{tmp_path / 's.sqlite3'}")
+    store.migrate()
+
+    def away(rows):
+        raise sa.exc.OperationalError("INSERT", {}, Exception("database is away"))
+
+    monkeypatch.setattr(store, "write_card_rows", away)
+    metrics = Metrics()
+    store.record_in_background(interval_s=3600, observe=metrics.observe_card_queue)
+    cards = [{"uuid": f"u-{n}", "indicator": "info"} for n in range(3)]
+    store.record_cards(SERVICE, cards, issued_at=datetime.now(UTC))
+    with caplog.at_level(logging.WARNING, logger="cds_service.store"):
+        store.dispose()
+    labels = {"store": "database"}
+    assert metrics.registry.get_sample_value("vitd_cds_issued_cards_dropped_total", labels) == 3
+    assert metrics.registry.get_sample_value("vitd_cds_issued_cards_queued", labels) == 0
+    assert any(getattr(r, "lost", None) == 3 for r in caplog.records)
