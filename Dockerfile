@@ -45,7 +45,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     HOST=0.0.0.0 \
     PORT=8080 \
     WEB_CONCURRENCY=2 \
-    WEB_THREADS=4 \
+    WEB_THREADS=16 \
     PROMETHEUS_MULTIPROC_DIR=/tmp/vitd-cds-metrics
 
 WORKDIR /app

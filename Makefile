@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8080
 export HOST PORT
 
-.PHONY: run test test-fast lint bench bench-instructions clean browser
+.PHONY: run test test-fast lint bench bench-instructions bench-faults clean browser
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,11 @@ bench: $(BIN)/.installed
 bench-instructions: $(BIN)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	$(BIN)/python bench/instructions.py $(BENCH_ARGS)
+
+# The resilience probe (issue 21): stores cut/blackholed/slowed behind a proxy, slow and huge
+# FHIR servers; needs the PostgreSQL at 127.0.0.1:5432 and the Redis at 127.0.0.1:6379.
+bench-faults: $(BIN)/.installed
+	$(BIN)/python bench/faults.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache var

@@ -151,7 +151,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=10, help="alternating service/floor rounds")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (both apps)")
-    parser.add_argument("--threads", type=int, default=4, help="threads per worker (both apps)")
+    parser.add_argument("--threads", type=int, default=16, help="threads per worker (both apps)")
     parser.add_argument("--fhir-delay", type=float, default=0.05, help="stub delay per query, s")
     parser.add_argument("--prefetchless-calls", type=int, default=100)
     parser.add_argument("--database-url", help="store (default: a fresh SQLite file)")

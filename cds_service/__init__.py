@@ -11,6 +11,8 @@ from .config import Settings
 
 __all__ = ["Settings", "create_app"]
 
+READINESS_WAIT_S = 0.8  # the background database check's own wait (readiness.py)
+
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the app from `settings` (default: the environment), with its store and FHIR client."""
@@ -21,6 +23,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from .gather import GatherSettings
     from .guideline import load_guideline
     from .history.links import history_link
+    from .readiness import Readiness
     from .rules import TOPIC_IDS
     from .ssrf import UrlPolicy
     from .store import Store
@@ -33,11 +36,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json = OrjsonProvider(app)
 
-    store = Store(settings.database_url)
+    store = Store(settings.database_url, settings.store_limits)
     if settings.migrate_on_start:
         store.migrate()
+    app_metrics = metrics.Metrics(settings.metrics_multiproc_dir)
     if settings.record_cards_in_background:
-        store.record_in_background()
+        store.record_in_background(observe=app_metrics.observe_card_queue)
     gather_settings = GatherSettings(
         budget_s=settings.fhir_budget_s,
         connect_timeout_s=settings.fhir_connect_timeout_s,
@@ -46,20 +50,32 @@ def create_app(settings: Settings | None = None) -> Flask:
         max_workers=settings.fhir_max_workers,
         max_json_depth=settings.max_json_depth,
     )
-    app_metrics = metrics.Metrics(settings.metrics_multiproc_dir)
     runtime = engine.Runtime(
         store=store,
         fhir=FhirClient(
             max_workers=settings.fhir_max_workers,
             policy=UrlPolicy(allowlist=settings.fhir_allowlist),
             observe=app_metrics.observe_fhir,
+            max_calls_per_host=settings.fhir_max_calls_per_host,
+            max_gets_per_host=settings.fhir_max_gets_per_host,
+            dns_timeout_s=settings.fhir_dns_timeout_s,
+            max_held_bytes=settings.fhir_max_held_bytes,
         ),
         gather_settings=gather_settings,
         guideline=guideline,
         history_link=history_link(settings),
     )
-    replay = RedisReplayStore(settings.redis_url) if settings.redis_url else store
+    checks = {"database": lambda: store.check(wait_s=READINESS_WAIT_S)}
+    replay = store
+    if settings.redis_url:
+        replay = RedisReplayStore(
+            settings.redis_url,
+            timeout_s=settings.redis_timeout_s,
+            max_connections=settings.threads + 2,
+        )
+        checks["replay store"] = replay.check
     app.extensions["vitd.auth"] = Authenticator(settings, replay)
+    app.extensions["vitd.readiness"] = Readiness(checks)
     app.extensions["vitd.settings"] = settings
     app.extensions["vitd.runtime"] = runtime
     api.register(app)

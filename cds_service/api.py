@@ -16,17 +16,19 @@ from typing import Any
 from flask import Blueprint, Flask, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from . import engine, ids, limits, metrics, openapi
+from . import arrival, engine, ids, limits, metrics, openapi
 from .auth import Authenticator, AuthRejected, Caller
 from .config import Settings
-from .errors import ApiError, BadRequest, NotFound, UnsupportedMediaType
+from .errors import ApiError, BadRequest, NotFound, ServiceBusy, UnsupportedMediaType
 from .registry import SERVICES, ServiceSpec, discovery_document
+from .store import describe_error
 from .validation import check, parse_json
 
 log = logging.getLogger(__name__)
 bp = Blueprint("cds", __name__)
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+RETRY_AFTER_S = 2  # told to callers refused because a store is away (503)
 CORS_PREFIX = "/cds-services"
 
 
@@ -97,7 +99,11 @@ def call_service(service_id: str):
         max_draft_orders=settings.max_draft_orders,
         max_prefetch_entries=settings.max_prefetch_entries,
     )
-    outcome = engine.respond(spec, body, _runtime(), datetime.now(UTC), tenant=caller.tenant)
+    if time.monotonic() - g.arrived > settings.fhir_budget_s:  # queued past its budget
+        raise ServiceBusy(details=["the call waited past its time budget; nothing was done"])
+    outcome = engine.respond(
+        spec, body, _runtime(), datetime.now(UTC), tenant=caller.tenant, arrived=g.arrived
+    )
     g.card_count = len(outcome.response["cards"])
     g.card_topics = _topics(outcome.response["cards"])
     metrics.cards_returned(spec.id, outcome.response["cards"])
@@ -113,9 +119,13 @@ def feedback(service_id: str):
         outcomes = _runtime().store.save_feedback_outcomes(
             spec.id, body["feedback"], received_at=datetime.now(UTC)
         )
-    except Exception:
-        log.exception("could not store feedback")
-        return _error(503, {"error": "feedback store unavailable, retry later"})
+    except Exception as exc:  # StoreUnavailable (no answer in time) or the driver's error
+        log.warning("could not store feedback", extra={"cause": describe_error(exc)})
+        return _error(
+            503,
+            {"error": "feedback store unavailable, retry later"},
+            {"Retry-After": str(RETRY_AFTER_S)},
+        )
     metrics.feedback_stored(spec.id, outcomes)
     return jsonify({"received": len(body["feedback"]), "stored": len(outcomes)})
 
@@ -144,9 +154,15 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    if _runtime().store.ping():
+    """From the background check (readiness.py): answers at once whatever the stores do."""
+    ready, failing = current_app.extensions["vitd.readiness"].state()
+    if ready:
         return jsonify({"status": "ready"})
-    return _error(503, {"error": "store unreachable"})
+    return _error(
+        503,
+        {"error": "store unreachable", "details": list(failing)},
+        {"Retry-After": str(RETRY_AFTER_S)},
+    )
 
 
 def _error(status: int, body: dict, headers: dict | None = None):
@@ -158,7 +174,8 @@ def _error(status: int, body: dict, headers: dict | None = None):
 
 
 def _on_api_error(exc: ApiError):
-    return _error(exc.status, exc.body())
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if exc.status == 503 else None
+    return _error(exc.status, exc.body(), headers)
 
 
 def _on_http_error(exc: HTTPException):
@@ -182,6 +199,7 @@ def _on_unexpected(exc: Exception):
 
 def _before():
     g.started = time.perf_counter()
+    g.arrived = arrival.arrived() or time.monotonic()  # the call's budget counts from here
     incoming = request.headers.get("X-Request-ID", "")
     g.request_id = incoming if REQUEST_ID.match(incoming) else ids.uuid4().hex
 

@@ -48,6 +48,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm, RSAPSSAlgorithm
 from .config import ConfigError, Settings
 from .errors import ApiError, Unauthorized
 from .metrics import jwt_rejected
+from .store import describe_error
 
 log = logging.getLogger(__name__)
 
@@ -333,10 +334,30 @@ class RedisReplayStore:
 
     PREFIX = "vitd-cds:jti:"
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, timeout_s: float = 1.0, max_connections: int = 16) -> None:
+        """Every command is bounded (contract §6): connect and read within `timeout_s`, one
+        retry on a broken connection (none on a time-out) with no back-off, TCP keepalive,
+        and at most `max_connections` per process; a caller waits `timeout_s` at most for a
+        free one."""
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
-        self._redis = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        pool = redis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=timeout_s,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            socket_keepalive=True,
+            # a connection Redis closed is retried once; a time-out is not (it would double)
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+        )
+        self._redis = redis.Redis(connection_pool=pool)
+
+    def check(self) -> None:
+        """PING within the limits (readiness); raises the client's error."""
+        self._redis.ping()
 
     def remember_token(self, digest: str, expires_at: float) -> bool:
         return bool(
@@ -345,6 +366,7 @@ class RedisReplayStore:
 
     def close(self) -> None:
         self._redis.close()
+        self._redis.connection_pool.disconnect()
 
 
 def jti_digest(iss: str, jti: str) -> str:
@@ -511,8 +533,8 @@ class Authenticator:
             raise AuthRejected(Rejection.NOT_CONFIGURED)
         try:
             new = self.replay.remember_token(jti_digest(iss, jti), exp + LEEWAY_S)
-        except Exception:
-            log.exception("JWT replay store unreachable")
+        except Exception as exc:  # the cause, never the token
+            log.warning("JWT replay store unreachable", extra={"cause": describe_error(exc)})
             raise AuthUnavailable() from None
         if not new:
             raise AuthRejected(Rejection.REPLAYED)

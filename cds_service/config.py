@@ -135,11 +135,13 @@ class Settings:
     secret_key: str | None = None  # signs the session cookie and encrypts session data
     # prometheus-client's multiprocess directory (gunicorn workers); None: in-process metrics.
     metrics_multiproc_dir: str | None = None
-    # `cds-service serve` (gunicorn); sane for 2 cores: 2 processes x 4 threads.
+    # `cds-service serve` (gunicorn); for 2 cores: 2 processes x 16 threads. Calls are
+    # I/O-bound while they wait for FHIR: with 4 threads, 16 callers of a 3 s FHIR server
+    # made prefetch-only calls wait 4.5 s; with 16, 7 ms (bench/faults.py, README).
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 2
-    threads: int = 4
+    threads: int = 16
     graceful_timeout_s: float = 20.0
     # `cds-service serve` switches this on in its workers (not an environment setting):
     # issued-card records are written in batches by a background thread (store.py).
@@ -149,6 +151,22 @@ class Settings:
     max_json_depth: int = 64
     max_draft_orders: int = 100
     max_prefetch_entries: int = 5000
+    # Bounded waits on the stores (contract §6): database connect, statement and pool wait,
+    # Redis connect/read; request threads per worker that may wait on the database at once;
+    # issued-card rows kept in memory while the database is away.
+    db_connect_timeout_s: float = 2.0
+    db_statement_timeout_s: float = 2.0
+    db_pool_timeout_s: float = 0.5
+    store_max_waiters: int = 4
+    redis_timeout_s: float = 1.0
+    card_queue_rows: int = 50_000
+    # FHIR isolation: calls per worker gathering from one fhirServer host at once, GETs in
+    # flight per host, the DNS/SSRF check's pool and time limit, and the FHIR response bytes
+    # one worker holds at once.
+    fhir_max_calls_per_host: int = 8
+    fhir_max_gets_per_host: int = 8
+    fhir_dns_timeout_s: float = 1.0
+    fhir_max_held_bytes: int = 32 * 1024 * 1024
     # The /preview page: None = on exactly when authentication is disabled.
     preview: bool | None = None
     # Tests switch this on: every response is checked against the CDS Hooks response schema.
@@ -192,7 +210,7 @@ class Settings:
             host=env.get("HOST") or "127.0.0.1",
             port=_port(env, "PORT", 8080),
             workers=int(_number(env, "WEB_CONCURRENCY", 2, minimum=1)),
-            threads=int(_number(env, "WEB_THREADS", 4, minimum=1)),
+            threads=int(_number(env, "WEB_THREADS", 16, minimum=1)),
             graceful_timeout_s=_number(env, "CDS_GRACEFUL_TIMEOUT_S", 20.0, minimum=1),
             redis_url=_redis_url(env),
             fhir_allowlist=_prefixes(env, "CDS_FHIR_ALLOWLIST"),
@@ -200,12 +218,39 @@ class Settings:
             max_draft_orders=int(_number(env, "CDS_MAX_DRAFT_ORDERS", 100, minimum=1)),
             max_prefetch_entries=int(_number(env, "CDS_MAX_PREFETCH_ENTRIES", 5000, minimum=1)),
             preview=_flag(env, "CDS_PREVIEW", None),  # type: ignore[arg-type]
+            db_connect_timeout_s=_number(env, "CDS_DB_CONNECT_TIMEOUT_S", 2.0, minimum=0.1),
+            db_statement_timeout_s=_number(env, "CDS_DB_STATEMENT_TIMEOUT_S", 2.0, minimum=0.1),
+            db_pool_timeout_s=_number(env, "CDS_DB_POOL_TIMEOUT_S", 0.5, minimum=0.01),
+            store_max_waiters=int(_number(env, "CDS_STORE_MAX_WAITERS", 4, minimum=1)),
+            redis_timeout_s=_number(env, "CDS_REDIS_TIMEOUT_S", 1.0, minimum=0.05),
+            card_queue_rows=int(_number(env, "CDS_CARD_QUEUE_ROWS", 50_000, minimum=0)),
+            fhir_max_calls_per_host=int(
+                _number(env, "CDS_FHIR_MAX_CALLS_PER_HOST", 8, minimum=1)
+            ),
+            fhir_max_gets_per_host=int(_number(env, "CDS_FHIR_MAX_GETS_PER_HOST", 8, minimum=1)),
+            fhir_dns_timeout_s=_number(env, "CDS_FHIR_DNS_TIMEOUT_S", 1.0, minimum=0.01),
+            fhir_max_held_bytes=int(
+                _number(env, "CDS_FHIR_MAX_HELD_BYTES", 32 * 1024 * 1024, minimum=1024)
+            ),
         )
 
     @property
     def preview_enabled(self) -> bool:
         """The card preview page is a development surface: on by default only without auth."""
         return self.auth_disabled if self.preview is None else self.preview
+
+    @property
+    def store_limits(self):  # -> store.StoreLimits (imported late: store imports SQLAlchemy)
+        from .store import StoreLimits
+
+        return StoreLimits(
+            connect_timeout_s=self.db_connect_timeout_s,
+            statement_timeout_s=self.db_statement_timeout_s,
+            pool_timeout_s=self.db_pool_timeout_s,
+            # never more than half the request threads: the rest keep answering
+            max_waiters=min(self.store_max_waiters, max(1, self.threads // 2)),
+            card_queue_rows=self.card_queue_rows,
+        )
 
     def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **changes)

@@ -16,7 +16,7 @@ from .fhir_client import FhirClient
 from .gather import DataUnavailable, GatherSettings, ServerRefused, gather
 from .guideline import Guideline
 from .registry import ServiceSpec
-from .store import Store
+from .store import Store, describe_error
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +52,13 @@ def respond(
     runtime: Runtime,
     now: datetime,
     tenant: str | None = None,
+    arrived: float | None = None,
 ) -> Outcome:
+    """`arrived`: `time.monotonic()` when the request arrived; the FHIR budget counts from it."""
     try:
-        gathered = gather(request, spec.prefetch, runtime.gather_settings, runtime.fhir)
+        gathered = gather(
+            request, spec.prefetch, runtime.gather_settings, runtime.fhir, arrived=arrived
+        )
     except ServerRefused as exc:
         raise BadRequest("fhirServer refused", [exc.reason]) from None
     except DataUnavailable as exc:
@@ -69,6 +73,6 @@ def respond(
     if issued:
         try:
             runtime.store.record_cards(spec.id, issued, issued_at=now)
-        except Exception:  # analytics must never switch decision support off
-            log.exception("could not record issued cards")
+        except Exception as exc:  # analytics must never switch decision support off
+            log.warning("could not record issued cards", extra={"cause": describe_error(exc)})
     return Outcome(response={"cards": issued}, facts=facts)

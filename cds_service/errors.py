@@ -49,3 +49,10 @@ class PreconditionFailed(ApiError):
 
     status = 412
     error = "required data is unavailable"
+
+
+class ServiceBusy(ApiError):
+    """The call waited for a thread past its time budget: refused before any work starts."""
+
+    status = 503
+    error = "the service is busy, retry later"

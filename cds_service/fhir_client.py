@@ -6,13 +6,30 @@ private ranges on resolved addresses). The session's connections check the addre
 they connect and connect only to an address that passed; redirects are never followed.
 Failures are `FetchError`s carrying a short, fixed reason; the exception texts of `requests`
 are never logged or passed on, because they hold URLs with patient ids.
+
+Isolation (contract §6): one slow or huge FHIR server must not slow calls that do not use it.
+- `admit(base_url)`: at most `max_calls_per_host` calls of this worker gather from one
+  host at once; the next is refused at once ("fhirServer busy"), so a slow host can hold
+  only that many request threads;
+- `submit_to(base_url, ...)`: each host's GETs run on a pool of its own
+  (`max_gets_per_host` threads; the least recently used of `max_hosts` pools is retired), so
+  a host that does not answer queues only its own work, and queued work past its deadline
+  is refused when it starts (`_get_json`);
+- `check_server_within`: the DNS/SSRF check runs on its own small pool, bounded by
+  `dns_timeout_s` and the call's deadline;
+- the FHIR response bytes all calls of this worker hold at once are capped
+  (`max_held_bytes`): a read that would pass the cap fails ("responses over memory cap").
 """
 
 from __future__ import annotations
 
+import contextvars
+import ipaddress
 import json
 import logging
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from http.cookiejar import DefaultCookiePolicy
@@ -35,6 +52,10 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 _CHUNK_BYTES = 64 * 1024
+# Larger bodies go to the stdlib parser: orjson builds a whole document tree first and peaked
+# at about 14 times the text (143 MB for a 10 MB Bundle) against the stdlib's 2.6 times,
+# and is no faster there (measured: README, "Resilience").
+ORJSON_MAX_BYTES = 128 * 1024
 
 
 def _warning_or_worse(record: logging.LogRecord) -> bool:
@@ -153,6 +174,72 @@ def next_link(body: Any) -> str | None:
     return None
 
 
+def _is_address(url: str) -> bool:
+    try:
+        ipaddress.ip_address(urlsplit(url).hostname or "")
+    except ValueError:
+        return False
+    return True
+
+
+def host_key(url: str) -> str:
+    """`scheme://host:port` of a URL: the unit of FHIR isolation."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return url
+    return f"{parts.scheme}://{(parts.hostname or '').lower()}:{port}"
+
+
+class _Held:
+    """FHIR response bytes held by one call, within the worker's cap (`_HELD`: per call)."""
+
+    def __init__(self, client: FhirClient) -> None:
+        self._client = client
+        self.taken = 0
+        self.released = False
+
+    def take(self, count: int) -> None:
+        client = self._client
+        with client._held_lock:
+            if self.released:  # the call is over (a read it gave up on): stop reading
+                raise FetchError("timeout")
+            if client.held_bytes + count > client.max_held_bytes:
+                raise FetchError("responses over memory cap")
+            client.held_bytes += count
+            self.taken += count
+
+    def release(self) -> None:
+        with self._client._held_lock:
+            self._client.held_bytes -= self.taken
+            self.taken = 0
+            self.released = True
+
+
+_HELD: contextvars.ContextVar[_Held | None] = contextvars.ContextVar("fhir_held", default=None)
+
+
+class _Admission:
+    """A call admitted to a host (`FhirClient.admit`); leaving it frees its slot and bytes."""
+
+    def __init__(self, client: FhirClient, host: str) -> None:
+        self._client = client
+        self._host = host
+        self._held = _Held(client)
+        self._token: contextvars.Token | None = None
+
+    def __enter__(self) -> _Admission:
+        self._token = _HELD.set(self._held)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            _HELD.reset(self._token)
+        self._held.release()
+        self._client._leave(self._host)
+
+
 class FhirClient:
     """Thread-safe FHIR reader shared by all requests of one app; call `close()` at shutdown.
 
@@ -168,8 +255,24 @@ class FhirClient:
         policy: UrlPolicy | None = None,
         *,
         observe: Callable[[float, str | None], None] | None = None,
+        max_calls_per_host: int = 8,
+        max_gets_per_host: int = 8,
+        dns_timeout_s: float = 1.0,
+        max_held_bytes: int = 32 * 1024 * 1024,
+        max_hosts: int = 32,
     ) -> None:
         self.policy = policy or UrlPolicy()
+        self.max_calls_per_host = max_calls_per_host
+        self.max_gets_per_host = max_gets_per_host
+        self.dns_timeout_s = dns_timeout_s
+        self.max_held_bytes = max_held_bytes
+        self.max_hosts = max_hosts
+        self.held_bytes = 0
+        self._held_lock = threading.Lock()
+        self._calls: dict[str, int] = {}  # host -> calls gathering from it now
+        self._host_pools: OrderedDict[str, ThreadPoolExecutor] = OrderedDict()
+        self._lock = threading.Lock()
+        self._dns = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fhir-dns")
         # `observe(seconds, error reason or None)` is told about every GET (metrics).
         self._observe = observe
         # Patient ids travel in our URLs, so urllib3's DEBUG request lines must never reach a
@@ -178,8 +281,8 @@ class FhirClient:
         self._session = requests.Session()
         self._session.trust_env = False
         self._session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
-        # one connection per worker and host; every connection passes the SSRF guard
-        adapter = _GuardedAdapter(self.policy, pool_maxsize=max_workers)
+        # one connection per pool thread and host; every connection passes the SSRF guard
+        adapter = _GuardedAdapter(self.policy, pool_maxsize=max(max_workers, max_gets_per_host))
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="fhir")
@@ -192,12 +295,62 @@ class FhirClient:
 
     def close(self) -> None:
         """Drop queued work, wait for running calls (bounded by their timeouts), close sockets."""
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            pools, self._host_pools = list(self._host_pools.values()), OrderedDict()
+        for pool in [self._executor, self._dns, *pools]:
+            pool.shutdown(wait=True, cancel_futures=True)
         self._session.close()
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         """Run `fn` on the client's pool (used by `gather` to query keys in parallel)."""
         return self._executor.submit(fn, *args, **kwargs)
+
+    def admit(self, base_url: str) -> _Admission:
+        """Admit one call gathering from `base_url`'s host, or refuse it at once ("fhirServer
+        busy") when `max_calls_per_host` calls already do. Use the result as a context: its
+        response bytes count against the worker's cap until it ends."""
+        host = host_key(base_url)
+        with self._lock:
+            if self._calls.get(host, 0) >= self.max_calls_per_host:
+                raise FetchError("fhirServer busy")
+            self._calls[host] = self._calls.get(host, 0) + 1
+        return _Admission(self, host)
+
+    def _leave(self, host: str) -> None:
+        with self._lock:
+            self._calls[host] -= 1
+            if not self._calls[host]:
+                del self._calls[host]
+
+    def submit_to(self, base_url: str, fn: Callable[..., T], /, *args: Any) -> Future[T]:
+        """Run `fn` on the pool of `base_url`'s host, in the caller's context (its byte cap)."""
+        host = host_key(base_url)
+        with self._lock:
+            pool = self._host_pools.get(host)
+            if pool is None:
+                pool = ThreadPoolExecutor(
+                    max_workers=self.max_gets_per_host, thread_name_prefix="fhir-host"
+                )
+                self._host_pools[host] = pool
+                if len(self._host_pools) > self.max_hosts:  # retire the least recently used
+                    _, retired = self._host_pools.popitem(last=False)
+                    retired.shutdown(wait=False)
+            self._host_pools.move_to_end(host)
+        return pool.submit(contextvars.copy_context().run, fn, *args)
+
+    def check_server_within(self, base_url: str, deadline: float) -> None:
+        """`check_server` on the DNS pool, waiting at most `dns_timeout_s` and until `deadline`;
+        `TimeoutError` when the name is not resolved by then. An address needs no lookup:
+        checked here, so names that hang the pool cannot hold it up."""
+        if _is_address(base_url):
+            self.check_server(base_url)
+            return
+        check = self._dns.submit(self.check_server, base_url)
+        try:
+            check.result(timeout=max(0.0, min(self.dns_timeout_s, deadline - time.monotonic())))
+        except TimeoutError:
+            check.cancel()
+            raise
 
     def search_all(
         self,
@@ -278,10 +431,11 @@ class FhirClient:
             check_depth(raw, settings.max_json_depth)  # before the parser sees it
         except LimitExceeded:
             raise FetchError("nested too deeply") from None
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            pass  # the stdlib also takes numbers beyond a double (validation.parse_json)
+        if len(raw) <= ORJSON_MAX_BYTES:
+            try:
+                return orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                pass  # the stdlib also takes numbers beyond a double (validation.parse_json)
         try:
             return json.loads(raw)
         except (ValueError, RecursionError):
@@ -307,7 +461,10 @@ def _read_capped(response: requests.Response, max_bytes: int, deadline: float) -
     if declared.isdigit() and int(declared) > max_bytes:
         raise FetchError("response too large")
     body = bytearray()
+    held = _HELD.get()
     for chunk in response.iter_content(_CHUNK_BYTES):
+        if held is not None:
+            held.take(len(chunk))
         body += chunk
         if len(body) > max_bytes:
             raise FetchError("response too large")

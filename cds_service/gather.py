@@ -18,6 +18,7 @@ import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_futures
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -271,15 +272,13 @@ def _fetch_key(
 
 
 def _check_server(client: FhirClient, fhir_server: str, deadline: float) -> None:
-    """The SSRF guard on fhirServer, before any connection; bounded by the budget because it
-    resolves the host name."""
-    check = client.submit(client.check_server, fhir_server)
+    """The SSRF guard on fhirServer, before any connection; it resolves the host name, on the
+    client's own DNS pool, bounded by its time limit and the budget."""
     try:
-        check.result(timeout=max(0.0, deadline - time.monotonic()))
+        client.check_server_within(fhir_server, deadline)
     except FetchError as error:
         raise ServerRefused(error.reason) from None
     except TimeoutError:
-        check.cancel()
         raise DataUnavailable({"fhirServer": "name resolution timeout"}) from None
 
 
@@ -288,11 +287,16 @@ def gather(
     keys: Sequence[PrefetchKey],
     settings: GatherSettings,
     client: FhirClient,
+    *,
+    arrived: float | None = None,
 ) -> Gathered:
     """Resources per key, from prefetch or the FHIR server; DataUnavailable names every key
-    that could not be obtained (all of them, not the first), with a short reason."""
+    that could not be obtained (all of them, not the first), with a short reason.
+
+    The budget counts from `arrived` (the request's arrival, `time.monotonic()`), not from
+    now: time spent queued for a thread is part of it."""
     started = time.monotonic()
-    deadline = started + settings.budget_s
+    deadline = (started if arrived is None else arrived) + settings.budget_s
     prefetch = request.get("prefetch")
     if not isinstance(prefetch, dict):
         prefetch = {}
@@ -307,34 +311,44 @@ def gather(
         raise DataUnavailable({spec.key: "no fhirServer" for spec in to_fetch})
 
     if to_fetch:
+        if time.monotonic() >= deadline:  # queued past the budget: not started
+            raise DataUnavailable({spec.key: "timeout" for spec in to_fetch})
         _check_server(client, fhir_server, deadline)
+        try:
+            admission = client.admit(fhir_server)
+        except FetchError as error:
+            raise DataUnavailable({spec.key: error.reason for spec in to_fetch}) from None
+    else:
+        admission = nullcontext()
 
     token = _access_token(request)
     futures: dict[str, Future[tuple[list[dict], int]]] = {}
-    for spec in to_fetch:
-        plan = plans[spec.key]
-        url = _fetch_url(fhir_server, spec, plan, request)
-        if url is None:
-            missing[spec.key] = "unusable token in template"
-            continue
-        pages_done = 1 if plan.fetch == "next" else 0
-        futures[spec.key] = client.submit(
-            _fetch_key, client, fhir_server, url, pages_done, token, deadline, settings
-        )
+    with admission:  # this host's share of calls and the worker's FHIR byte cap
+        for spec in to_fetch:
+            plan = plans[spec.key]
+            url = _fetch_url(fhir_server, spec, plan, request)
+            if url is None:
+                missing[spec.key] = "unusable token in template"
+                continue
+            pages_done = 1 if plan.fetch == "next" else 0
+            futures[spec.key] = client.submit_to(
+                fhir_server,
+                _fetch_key, client, fhir_server, url, pages_done, token, deadline, settings,
+            )  # fmt: skip
 
-    wait_futures(futures.values(), timeout=max(0.0, deadline - time.monotonic()))
-    for key, future in futures.items():
-        if not future.done():
-            future.cancel()
-            missing[key] = "timeout"
-            continue
-        try:
-            found, unreadable = future.result()
-        except FetchError as error:
-            missing[key] = error.reason
-            continue
-        resources[key].extend(found)
-        skipped += unreadable
+        wait_futures(futures.values(), timeout=max(0.0, deadline - time.monotonic()))
+        for key, future in futures.items():
+            if not future.done():
+                future.cancel()
+                missing[key] = "timeout"
+                continue
+            try:
+                found, unreadable = future.result()
+            except FetchError as error:
+                missing[key] = error.reason
+                continue
+            resources[key].extend(found)
+            skipped += unreadable
 
     elapsed_ms = (time.monotonic() - started) * 1000
     logger.debug(

@@ -11,6 +11,9 @@ Names (all `vitd_cds_*`; see the README's Metrics table):
 - `vitd_cds_fhir_request_duration_seconds{result}` and `vitd_cds_fhir_errors_total{reason}`:
   every outbound FHIR GET (`result` is `ok` or `error`).
 - `vitd_cds_jwt_rejections_total{reason}`: calls refused by authentication.
+- `vitd_cds_issued_cards_queued{store}` (gauge, summed over live workers) and
+  `vitd_cds_issued_cards_dropped_total{store}`: issued-card records waiting for the database,
+  and those dropped because the bounded queue was full (`store` is `database`).
 
 Labels only ever hold bounded, non-patient values. Under gunicorn the workers write to
 `PROMETHEUS_MULTIPROC_DIR` (prometheus-client's multiprocess mode, which `cds-service serve`
@@ -30,6 +33,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     values,
@@ -120,7 +124,27 @@ class Metrics:
             registry=r,
         )
 
+        self.cards_queued = Gauge(
+            f"{PREFIX}_issued_cards_queued",
+            "Issued-card records waiting in memory to be written to the database.",
+            ["store"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.cards_dropped = Counter(
+            f"{PREFIX}_issued_cards_dropped",
+            "Issued-card records dropped because the queue for the database was full.",
+            ["store"],
+            registry=r,
+        )
+
     # recording ---------------------------------------------------------------------------
+
+    def observe_card_queue(self, queued: int, dropped: int) -> None:
+        """Called by the store's card recorder after every write attempt."""
+        self.cards_queued.labels("database").set(queued)
+        if dropped:
+            self.cards_dropped.labels("database").inc(dropped)
 
     def observe_request(self, route: str, service: str, status: int, seconds: float) -> None:
         labels = (route, service, str(status))

@@ -11,10 +11,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -69,6 +74,119 @@ _REMEMBER_SQL = (
 )
 
 
+@dataclass(frozen=True)
+class StoreLimits:
+    """Time limits and caps on every database call (contract §6 "Bounded waits everywhere").
+
+    A request thread waits for one store call at most `wait_s` (pool wait + connect +
+    statement); PostgreSQL also enforces `statement_timeout` itself and drops a dead peer by
+    TCP keepalive and `tcp_user_timeout`. At most `max_waiters` calls per process are in
+    flight at once; the next one waits at most `pool_timeout_s` for a slot, then is refused,
+    and calls in the `cooldown_s` after a time-out are refused at once, so a dead store costs
+    a caller milliseconds, not seconds.
+    """
+
+    connect_timeout_s: float = 2.0
+    statement_timeout_s: float = 2.0
+    pool_timeout_s: float = 0.5
+    max_waiters: int = 4
+    cooldown_s: float = 1.0
+    card_queue_rows: int = 50_000  # issued-card rows kept in memory while the store is away
+
+    @property
+    def wait_s(self) -> float:
+        return self.pool_timeout_s + self.connect_timeout_s + self.statement_timeout_s
+
+
+class StoreUnavailable(Exception):
+    """The store did not answer within its limits, or too many calls already wait for it.
+    `reason` is a short fixed phrase (logs)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _Gate:
+    """Runs store calls for request threads with a bounded wait and a cap on callers.
+
+    Over the network (PostgreSQL) the call runs on the gate's own threads and the caller
+    waits at most `wait_s`: a blackholed connection, whose reads no client-side option of
+    libpq bounds, then holds a gate thread, never a request thread. A local SQLite file runs
+    inline (its busy timeout is the statement limit), so the hot path keeps no thread hop.
+    """
+
+    def __init__(self, limits: StoreLimits, *, inline: bool) -> None:
+        self._limits = limits
+        self._slots = threading.BoundedSemaphore(limits.max_waiters)
+        self._executor = None if inline else ThreadPoolExecutor(
+            max_workers=limits.max_waiters, thread_name_prefix="store-io"
+        )
+        self._cool_until = 0.0
+
+    def run(self, fn: Callable[..., Any], *args: Any, wait_s: float | None = None) -> Any:
+        if time.monotonic() < self._cool_until:
+            raise StoreUnavailable("recent timeout")
+        # a healthy store frees a slot in milliseconds: wait for one as long as for a pooled
+        # connection; a dead one holds them all (and the cooldown refuses before this)
+        if not self._slots.acquire(timeout=self._limits.pool_timeout_s):
+            raise StoreUnavailable("too many waiting")
+        if self._executor is None:
+            try:
+                return fn(*args)
+            finally:
+                self._slots.release()
+        try:
+            future = self._executor.submit(fn, *args)
+        except RuntimeError:  # shut down
+            self._slots.release()
+            raise StoreUnavailable("closed") from None
+        future.add_done_callback(lambda _f: self._slots.release())
+        try:
+            return future.result(timeout=self._limits.wait_s if wait_s is None else wait_s)
+        except FutureTimeout:
+            future.cancel()
+            self._cool_until = time.monotonic() + self._limits.cooldown_s
+            raise StoreUnavailable("timeout") from None
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _postgres_connect_args(limits: StoreLimits) -> dict[str, Any]:
+    """libpq parameters: connect timeout (whole seconds, at least 2), TCP keepalive and
+    `tcp_user_timeout`, so a connection to a vanished server fails instead of hanging."""
+    dead_peer_ms = int(1000 * (limits.connect_timeout_s + limits.statement_timeout_s))
+    return {
+        "connect_timeout": max(2, math.ceil(limits.connect_timeout_s)),
+        "keepalives": 1,
+        "keepalives_idle": 5,
+        "keepalives_interval": 1,
+        "keepalives_count": 3,
+        "tcp_user_timeout": dead_peer_ms,
+    }
+
+
+def _statement_timeout(limits: StoreLimits) -> Callable[[Any, Any], None]:
+    milliseconds = max(1, int(limits.statement_timeout_s * 1000))
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # A session setting (not a startup `options`, which the URL may already use).
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(f"SET statement_timeout = {milliseconds}")
+        dbapi_connection.commit()
+
+    return on_connect
+
+
+def describe_error(exc: BaseException) -> str:
+    """`Type: first line of the message`, for logs: the cause without a traceback. Driver
+    messages name hosts, ports and SQL states, never our rows (we bind no patient data)."""
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
+
+
 def normalise_url(url: str) -> str:
     """Use psycopg 3 for PostgreSQL whatever scheme spelling the environment gives."""
     for prefix in ("postgres://", "postgresql://"):
@@ -84,25 +202,40 @@ def item_hash(service_id: str, item: Mapping[str, Any]) -> str:
 
 
 class Store:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, limits: StoreLimits | None = None) -> None:
         url = normalise_url(url)
+        self.limits = limits = limits or StoreLimits()
         kwargs: dict[str, Any] = {"pool_pre_ping": True}
         parsed = sa.engine.make_url(url)
         # A file database: JWT ids go in through one plain sqlite3 connection per thread.
         self._sqlite_file: str | None = None
+        self._busy_timeout_s = limits.statement_timeout_s
         if parsed.get_backend_name() == "sqlite":
             kwargs["pool_pre_ping"] = False  # a file: no server connection to go stale
             if parsed.database and parsed.database != ":memory:":
                 self._sqlite_file = parsed.database
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 15}
+                kwargs["pool_timeout"] = limits.pool_timeout_s  # a file: a QueuePool
+            kwargs["connect_args"] = {
+                "check_same_thread": False,
+                "timeout": self._busy_timeout_s,
+            }
+        elif parsed.get_backend_name() == "postgresql":
+            kwargs["connect_args"] = _postgres_connect_args(limits)
+            kwargs["pool_timeout"] = limits.pool_timeout_s
         self.engine = sa.create_engine(url, **kwargs)
         self._local = threading.local()
         self._raw: list[sqlite3.Connection] = []
         self._accepted = 0
         self._recorder: _CardRecorder | None = None
+        self._gate = _Gate(limits, inline=self.engine.dialect.name == "sqlite")
         if self.engine.dialect.name == "sqlite":
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            sa.event.listen(self.engine, "connect", self._pragmas)
+        elif self.engine.dialect.name == "postgresql":
+            sa.event.listen(self.engine, "connect", _statement_timeout(limits))
+
+    def _pragmas(self, dbapi_connection: Any, record: Any) -> None:
+        _sqlite_pragmas(dbapi_connection, record, busy_timeout_s=self._busy_timeout_s)
 
     def migrate(self) -> None:
         """Bring the schema to the newest revision (idempotent; safe on every start)."""
@@ -114,16 +247,25 @@ class Store:
             "script_location", str(resources.files("cds_service").joinpath("migrations"))
         )
         with self.engine.begin() as connection:
+            if self.engine.dialect.name == "postgresql":  # DDL may wait for a table lock
+                connection.execute(sa.text("SET LOCAL statement_timeout = 60000"))
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
 
-    def ping(self) -> bool:
+    def check(self, wait_s: float | None = None) -> None:
+        """`SELECT 1` within the limits; raises the driver's error or `StoreUnavailable`."""
+        self._gate.run(self._select_one, wait_s=wait_s)
+
+    def _select_one(self) -> None:
+        with self.engine.connect() as connection:
+            connection.execute(sa.text("SELECT 1"))
+
+    def ping(self, wait_s: float | None = None) -> bool:
         try:
-            with self.engine.connect() as connection:
-                connection.execute(sa.text("SELECT 1"))
+            self.check(wait_s)
             return True
-        except Exception:
-            log.warning("store unreachable")
+        except Exception as exc:
+            log.warning("store unreachable", extra={"cause": describe_error(exc)})
             return False
 
     def _insert(self, table: sa.Table):
@@ -145,24 +287,31 @@ class Store:
         ]
         if self._recorder is not None:
             self._recorder.put(rows)
-        else:
-            self.write_card_rows(rows)
+        else:  # in-process use (tests, `invoke`): written now, within the limits
+            self._gate.run(self.write_card_rows, rows)
 
     def write_card_rows(self, rows: Sequence[Mapping[str, Any]]) -> None:
         if rows:
             with self.engine.begin() as connection:
                 connection.execute(self._insert(issued_card).on_conflict_do_nothing(), rows)
 
-    def record_in_background(self, *, interval_s: float = 0.2) -> None:
+    def record_in_background(
+        self, *, interval_s: float = 0.2, observe: Callable[[int, int], None] | None = None
+    ) -> None:
         """From now on `record_cards` only queues; one thread writes the queue in batches.
 
         Under load a commit per call (an fsync, and the wait for the GIL after it) was the
         largest cost of a call with cards. Issued-card records are analytics: a call never
-        waits for them. Start it in the process that serves (after a fork), stop it with
+        waits for them. While the store is away the rows stay queued (at most
+        `limits.card_queue_rows`; beyond that new rows are dropped and counted) and are
+        written when it is back. `observe(queued, dropped)` is told after every attempt
+        (metrics). Start it in the process that serves (after a fork), stop it with
         `flush_and_stop` at exit; at most `interval_s` of records is lost if the process dies.
         """
         if self._recorder is None:
-            self._recorder = _CardRecorder(self, interval_s)
+            self._recorder = _CardRecorder(
+                self, interval_s, self.limits.card_queue_rows, observe=observe
+            )
 
     def flush_and_stop(self) -> None:
         """Write what is queued and stop the background writer (no-op without one)."""
@@ -182,8 +331,15 @@ class Store:
         """`save_feedback`, returning (topic of the card or None, outcome) per newly stored item.
 
         The topic comes from `issued_card` (cards this store recorded), read in the same
-        transaction; feedback on a card issued elsewhere has None.
+        transaction; feedback on a card issued elsewhere has None. Bounded by the limits:
+        `StoreUnavailable` when the store does not answer in time (the batch may still be
+        written later; a retry of it is then stored once, items are idempotent).
         """
+        return self._gate.run(self._save_feedback_outcomes, service_id, items, received_at)
+
+    def _save_feedback_outcomes(
+        self, service_id: str, items: Sequence[Mapping], received_at: datetime
+    ) -> list[tuple[str | None, str]]:
         rows: dict[str, dict[str, Any]] = {}
         for item in items:
             reason = (item.get("overrideReason") or {}).get("reason") or {}
@@ -220,11 +376,12 @@ class Store:
         return [(topics.get(row["card_uuid"]), row["outcome"]) for row in new]
 
     def remember_token(self, digest: str, expires_at: float) -> bool:
-        """Record an accepted JWT id until `expires_at` (epoch s); False if already recorded."""
+        """Record an accepted JWT id until `expires_at` (epoch s); False if already recorded.
+        Bounded like every store call (`StoreUnavailable`)."""
         if self._sqlite_file is not None:
-            new = self._remember_in_sqlite(digest, int(expires_at) + 1)
+            new = self._gate.run(self._remember_in_sqlite, digest, int(expires_at) + 1)
         else:
-            new = self._remember(digest, int(expires_at) + 1)
+            new = self._gate.run(self._remember, digest, int(expires_at) + 1)
         self._accepted += 1
         if self._accepted % PURGE_EVERY == 0:
             self.purge_tokens(time.time())
@@ -237,9 +394,12 @@ class Store:
         connection = getattr(self._local, "connection", None)
         if connection is None:
             connection = sqlite3.connect(
-                self._sqlite_file, timeout=15, isolation_level=None, check_same_thread=False
+                self._sqlite_file,
+                timeout=self._busy_timeout_s,
+                isolation_level=None,
+                check_same_thread=False,
             )
-            _sqlite_pragmas(connection, None)
+            self._pragmas(connection, None)
             self._local.connection = connection
             self._raw.append(connection)
         cursor = connection.execute(_REMEMBER_SQL, (digest, expires_at))
@@ -285,6 +445,7 @@ class Store:
 
     def dispose(self) -> None:
         self.flush_and_stop()
+        self._gate.close()
         for connection in self._raw:
             connection.close()
         self._raw.clear()
@@ -293,15 +454,30 @@ class Store:
 
 
 class _CardRecorder:
-    """A queue of issued-card rows and the one thread that writes them, a batch at a time."""
+    """A bounded queue of issued-card rows and the one thread that writes them in batches.
 
-    MAX_QUEUED = 50_000  # rows; beyond that new rows are dropped (and counted in the log)
+    A failed write keeps its rows at the head of the queue and is retried on the next tick
+    (the insert ignores rows already there, so a write that did land is not doubled); rows
+    beyond `max_rows` are dropped and counted, never allowed to grow the process.
+    """
 
-    def __init__(self, store: Store, interval_s: float) -> None:
+    MAX_BATCH = 5_000
+
+    def __init__(
+        self,
+        store: Store,
+        interval_s: float,
+        max_rows: int,
+        *,
+        observe: Callable[[int, int], None] | None = None,
+    ) -> None:
         self._store = store
         self._interval_s = interval_s
-        self._rows: list[Mapping[str, Any]] = []
+        self._max_rows = max_rows
+        self._observe = observe
+        self._rows: deque[Mapping[str, Any]] = deque()
         self._dropped = 0
+        self._failing = False
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="card-recorder", daemon=True)
@@ -309,10 +485,15 @@ class _CardRecorder:
 
     def put(self, rows: Sequence[Mapping[str, Any]]) -> None:
         with self._lock:
-            if len(self._rows) + len(rows) > self.MAX_QUEUED:
-                self._dropped += len(rows)
-                return
+            room = max(self._max_rows - len(self._rows), 0)
+            if room < len(rows):
+                self._dropped += len(rows) - room
+                rows = rows[:room]
             self._rows.extend(rows)
+
+    @property
+    def queued(self) -> int:
+        return len(self._rows)
 
     def _run(self) -> None:
         while not self._stopping.wait(self._interval_s):
@@ -320,24 +501,51 @@ class _CardRecorder:
         self._write()
 
     def _write(self) -> None:
-        with self._lock:
-            rows, self._rows = self._rows, []
-            dropped, self._dropped = self._dropped, 0
-        if dropped:
-            log.warning("issued-card records dropped: queue full", extra={"dropped": dropped})
-        if not rows:
-            return
-        try:
-            self._store.write_card_rows(rows)
-        except Exception:  # analytics must never switch decision support off
-            log.exception("could not record issued cards", extra={"lost": len(rows)})
+        while True:
+            with self._lock:
+                count = min(self.MAX_BATCH, len(self._rows))
+                batch = [self._rows.popleft() for _ in range(count)]
+                dropped, self._dropped = self._dropped, 0
+            if dropped:
+                log.warning("issued-card records dropped: queue full", extra={"dropped": dropped})
+            written = self._write_batch(batch) if batch else True
+            if self._observe is not None:
+                self._observe(self.queued, dropped)
+            if not written or len(batch) < self.MAX_BATCH:
+                return
+
+    def _write_batch(self, batch: list[Mapping[str, Any]]) -> bool:
+        try:  # bounded like a request's store call: a dead store never hangs this thread
+            self._store._gate.run(self._store.write_card_rows, batch)
+        except Exception as exc:  # analytics must never switch decision support off
+            with self._lock:  # back to the head of the queue, within the cap
+                room = max(self._max_rows - len(self._rows), 0)
+                self._dropped += max(len(batch) - room, 0)
+                self._rows.extendleft(reversed(batch[:room]))
+            if not self._failing:
+                log.warning(
+                    "could not record issued cards: kept queued",
+                    extra={"cause": describe_error(exc), "queued": self.queued},
+                )
+            self._failing = True
+            return False
+        if self._failing:
+            log.info("issued cards recorded again", extra={"queued": self.queued})
+        self._failing = False
+        return True
 
     def stop(self) -> None:
         self._stopping.set()
         self._thread.join()
+        lost = self.queued  # the final write failed too: the store is still away
+        if lost:
+            log.warning("issued-card records lost at exit: store unavailable", extra={"lost": lost})
+            self._rows.clear()
+            if self._observe is not None:
+                self._observe(0, lost)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any, busy_timeout_s: float = 15.0) -> None:
     """WAL with synchronous=NORMAL, SQLite's advice for WAL: a commit no longer waits for an
     fsync (the WAL is synced at checkpoints), so the JWT-id insert every call makes stops being
     its largest cost. The database stays consistent after any crash; what a power cut can undo
@@ -346,5 +554,5 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=15000")
+    cursor.execute(f"PRAGMA busy_timeout={max(1, int(busy_timeout_s * 1000))}")
     cursor.close()

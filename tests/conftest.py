@@ -40,6 +40,7 @@ def make_app():
     yield _make
     for app in built:
         runtime = app.extensions["vitd.runtime"]
+        app.extensions["vitd.readiness"].close()
         runtime.fhir.close()
         runtime.store.dispose()
 

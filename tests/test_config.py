@@ -12,7 +12,7 @@ def test_defaults():
     assert s.database_url == DEFAULT_DATABASE_URL and s.database_url.startswith("sqlite:///")
     assert s.auth_disabled is False and s.max_body_bytes == 5 * 1024 * 1024
     assert s.fhir_budget_s == 3.0 and s.cors_origin == "*"
-    assert (s.host, s.port, s.workers, s.threads) == ("127.0.0.1", 8080, 2, 4)
+    assert (s.host, s.port, s.workers, s.threads) == ("127.0.0.1", 8080, 2, 16)
     assert s.metrics_multiproc_dir is None
 
 

@@ -85,22 +85,24 @@ def test_background_recording_writes_on_its_interval(store):
     assert _rows(store) == [(card["uuid"], "vitd-deficiency")]
 
 
-def test_a_failing_write_is_logged_not_raised(store, caplog):
+def test_a_failing_write_is_logged_with_its_cause_not_raised(store, caplog):
     store.record_in_background(interval_s=60)
     with store.engine.begin() as c:
         c.execute(sa.text("DROP TABLE issued_card"))
     store.record_cards(
         "vitamin-d-patient-view", [_card("vitd-deficiency")], issued_at=datetime.now(UTC)
     )
-    with caplog.at_level(logging.ERROR, logger="cds_service.store"):
+    with caplog.at_level(logging.WARNING, logger="cds_service.store"):
         store.flush_and_stop()
-    assert "could not record issued cards" in caplog.text
+    [record] = [r for r in caplog.records if r.getMessage().startswith("could not record")]
+    assert record.cause.startswith("OperationalError: ")  # the cause, and no traceback
+    assert record.exc_info is None
 
 
 def test_a_full_queue_drops_and_says_so(store, monkeypatch, caplog):
-    from cds_service import store as store_module
+    from cds_service.store import StoreLimits
 
-    monkeypatch.setattr(store_module._CardRecorder, "MAX_QUEUED", 2)
+    monkeypatch.setattr(store, "limits", StoreLimits(card_queue_rows=2))
     store.record_in_background(interval_s=60)
     for _ in range(3):
         store.record_cards(

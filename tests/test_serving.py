@@ -101,7 +101,7 @@ def test_gunicorn_options():
     assert options["bind"] == "127.0.0.1:8081"
     assert (options["workers"], options["threads"], options["graceful_timeout"]) == (3, 5, 7)
     assert options["reload"] is True
-    assert options["worker_class"] == "cds_service.gunicorn_worker.GracefulThreadWorker"
+    assert options["worker_class"] == "cds_service.arrival.ArrivalThreadWorker"
     assert cli.gunicorn_options(settings, reload=False)["reload"] is False
 
 
