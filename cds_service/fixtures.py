@@ -25,7 +25,9 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-FIXTURES_DIR = Path(__file__).resolve().parent.parent / "fixtures"
+# The top-level fixtures/ directory; `fixture_data` is a link to it, so a wheel (and the image
+# built from it) carries the library as package data, as `card_templates` carries cards/.
+FIXTURES_DIR = Path(__file__).resolve().parent / "fixture_data"
 PATIENTS_DIR = FIXTURES_DIR / "patients"
 EXPECTED_FILE = FIXTURES_DIR / "expected.json"
 MODES = ("prefetch", "fhir", "outcome")
