@@ -37,7 +37,32 @@ def main() -> None:
     """vitd-cds: CDS Hooks 2.0 service for vitamin D, calcium and vitamin K safety."""
 
 
-@main.command()
+SERVE_ENVIRONMENT = (
+    ("DATABASE_URL", "the store: sqlite:///… or postgresql://…"),
+    ("", "[sqlite:///var/vitd-cds.sqlite3]"),
+    ("CDS_TRUSTED_ISSUERS_FILE", "trusted JWT issuers (JSON); none: all refused"),
+    ("CDS_PUBLIC_BASE_URL", "public base URL(s), comma-separated: the JWT aud"),
+    ("CDS_AUTH_DISABLED", "1: no JWT check (development, loopback only)"),
+    ("REDIS_URL", "JWT replay store shared by workers [the database]"),
+    ("CDS_GUIDELINE_PROFILE", "default | es2024"),
+    ("CDS_CORS_ORIGIN", "Access-Control-Allow-Origin [*]"),
+    ("CDS_PREVIEW", "1/0: the /preview page [on only without auth]"),
+    ("CDS_SMART_CLIENT_ID", "SMART launch of the history page, with"),
+    ("", "CDS_SMART_ALLOWED_ISSUERS and CDS_SECRET_KEY"),
+    ("CDS_MAX_BODY_BYTES", "largest request body [5242880]"),
+    ("CDS_FHIR_BUDGET_S", "time for all FHIR queries of a call [3]"),
+    ("HOST, PORT", "address and port [127.0.0.1, 8080]"),
+    ("WEB_CONCURRENCY", "worker processes [2]; WEB_THREADS threads [4]"),
+)
+
+
+def _environment_epilog() -> str:
+    width = max(len(name) for name, _ in SERVE_ENVIRONMENT)
+    rows = [f"  {name:<{width}}  {text}" for name, text in SERVE_ENVIRONMENT]
+    return "\b\nEnvironment (README, \"Configuration\", has them all):\n" + "\n".join(rows)
+
+
+@main.command(epilog=_environment_epilog())
 @click.option("--host", help="Address to listen on.  [default: $HOST or 127.0.0.1]")
 @click.option("--port", type=int, help="Port.  [default: $PORT or 8080]")
 @click.option("--workers", type=int, help="Worker processes.  [default: $WEB_CONCURRENCY or 2]")
@@ -130,18 +155,24 @@ def _run_gunicorn(settings: Settings, reload: bool) -> None:
 
     configure_logging()
     check_bind(settings.host, settings)
-    if not settings.auth_disabled and settings.trusted_issuers_file:
-        from .auth import load_issuers
+    _check_port_free(settings.host, settings.port)
+    if not settings.auth_disabled:
+        from .auth import load_issuers, startup_warnings
 
-        try:  # in the master, so a bad file stops the start with its message
-            load_issuers(settings.trusted_issuers_file)
-        except ConfigError as exc:
-            raise click.ClickException(str(exc)) from None
+        issuers = {}
+        if settings.trusted_issuers_file:
+            try:  # in the master, so a bad file stops the start with its message
+                issuers = load_issuers(settings.trusted_issuers_file)
+            except ConfigError as exc:
+                raise click.ClickException(str(exc)) from None
+        for message in startup_warnings(settings, issuers):  # once, here; not per worker
+            logging.getLogger("cds_service.auth").warning(message)
     store = Store(settings.database_url)
     store.migrate()  # once, in the master, so workers never race on the schema
     store.dispose()
+    _announce(settings)
     worker_settings = settings.with_overrides(
-        migrate_on_start=False, record_cards_in_background=True
+        migrate_on_start=False, record_cards_in_background=True, startup_notices=False
     )
     options = gunicorn_options(settings, reload)
 
@@ -154,6 +185,61 @@ def _run_gunicorn(settings: Settings, reload: bool) -> None:
             return create_app(worker_settings)
 
     _Server().run()
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """A port already taken is one line, before anything starts (gunicorn would retry for
+    five seconds, then stop with its own log lines)."""
+    import errno
+    import socket
+
+    if port == 0:
+        return
+    try:
+        probe = socket.create_server((host.strip("[]"), port), reuse_port=False)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise click.ClickException(
+                f"cannot listen on {host}:{port}: the address is already in use (another "
+                "server? stop it, or choose --port / $PORT)"
+            ) from None
+        if exc.errno == errno.EACCES:
+            raise click.ClickException(
+                f"cannot listen on {host}:{port}: permission denied (ports below 1024 need "
+                "privileges; choose --port / $PORT)"
+            ) from None
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    probe.close()
+
+
+def _announce(settings: Settings) -> None:
+    """The URLs a client must register, on stdout (the logs are JSON on stderr)."""
+    if settings.public_base_urls:
+        bases = list(settings.public_base_urls)
+    else:
+        host = settings.host
+        shown = "127.0.0.1" if host in ("0.0.0.0", "") else "[::1]" if host == "::" else host
+        shown = f"[{shown}]" if ":" in shown and not shown.startswith("[") else shown
+        bases = [f"http://{shown}:{settings.port}"]
+    click.echo(f"vitd-cds {_version()} on {settings.host}:{settings.port}")
+    for base in bases:
+        click.echo(f"  CDS Hooks discovery: {base}/cds-services")
+    if not settings.auth_disabled and settings.public_base_urls:
+        click.echo(
+            "  JWT aud accepted: the URL called under "
+            + (" or ".join(settings.public_base_urls))
+        )
+    if settings.preview_enabled:
+        click.echo(f"  card preview: {bases[0]}/preview")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("vitd-cds")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "(not installed)"
 
 
 def _print_cards(response: dict[str, Any]) -> None:
@@ -263,8 +349,9 @@ def _post(
             return reply.status_code, {"error": "the answer was not JSON"}
     from . import create_app
 
-    _quiet_in_process()
-    settings = _settings().with_overrides(auth_disabled=True)  # in-process: no network caller
+    # In-process: no network caller, so auth is off by design and its start-up warning
+    # would only mislead (other warnings still show).
+    settings = _settings().with_overrides(auth_disabled=True, startup_notices=False)
     if profile:
         settings = settings.with_overrides(guideline_profile=profile)
     app = create_app(settings)
@@ -274,13 +361,6 @@ def _post(
     finally:
         app.extensions["vitd.runtime"].fhir.close()
         app.extensions["vitd.runtime"].store.dispose()
-
-
-def _quiet_in_process() -> None:
-    """In-process calls have no network caller: auth is off for them by design, so its
-    start-up warning would only mislead; other warnings still show."""
-    logging.getLogger().setLevel(logging.WARNING)
-    logging.getLogger("cds_service.auth").setLevel(logging.ERROR)
 
 
 def _read_drafts(path: Path) -> list[dict[str, Any]]:
@@ -541,7 +621,6 @@ def check(profiles: tuple[str, ...], patients: tuple[str, ...], no_prefetch: boo
     unknown = sorted(set(patients) - set(fixtures.names()))
     if unknown:
         raise click.BadParameter(f"no fixture named {', '.join(unknown)}", param_hint="--patient")
-    _quiet_in_process()
     planned = fixture_check.planned(patients or None, profiles or None)
     console = Console(highlight=False)
     server = None
