@@ -14,7 +14,7 @@ __all__ = ["Settings", "create_app"]
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the app from `settings` (default: the environment), with its store and FHIR client."""
-    from . import api, engine, history, metrics
+    from . import api, engine, history, home, metrics
     from .auth import Authenticator, RedisReplayStore
     from .cards import check_templates
     from .fhir_client import FhirClient
@@ -62,6 +62,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["vitd.settings"] = settings
     app.extensions["vitd.runtime"] = runtime
     api.register(app)
+    home.register(app)
     history.register(app, settings, runtime)
     metrics.install(app, app_metrics)
     from . import preview
