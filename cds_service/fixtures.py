@@ -27,7 +27,7 @@ from typing import Any
 
 # The top-level fixtures/ directory; `fixture_data` is a link to it, so a wheel (and the image
 # built from it) carries the library as package data, as `card_templates` carries cards/.
-FIXTURES_DIR = Path(__file__).resolve().parent / "fixture_data"
+FIXTURES_DIR = (Path(__file__).resolve().parent / "fixture_data").resolve()
 PATIENTS_DIR = FIXTURES_DIR / "patients"
 EXPECTED_FILE = FIXTURES_DIR / "expected.json"
 MODES = ("prefetch", "fhir", "outcome")
