@@ -286,6 +286,15 @@ def medication_text(resource: dict[str, Any]) -> str:
     return _code_text(resource.get("medicationCodeableConcept"))
 
 
+def _age(birth: date, on: date) -> str:
+    """'68 y'; under two years in months ('7 mo'), under two months in days ('20 d')."""
+    years = on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day))
+    if years >= 2:
+        return f"{years} y"
+    days = (on - birth).days
+    return f"{int(days / 30.4375)} mo" if days >= 61 else f"{days} d"
+
+
 def describe(name: str) -> list[str]:
     """One line per resource of the record, for people: what the fixture holds."""
     bundle = _raw(name)
@@ -296,11 +305,7 @@ def describe(name: str) -> list[str]:
         kind = r["resourceType"]
         if kind == "Patient":
             birth = r.get("birthDate")
-            age = (
-                f"{(anchor - date.fromisoformat(birth)).days / 365.25:.1f} y"
-                if birth
-                else "no birthDate"
-            )
+            age = _age(date.fromisoformat(birth), anchor) if birth else "no birthDate"
             dead = ", deceased" if r.get("deceasedDateTime") or r.get("deceasedBoolean") else ""
             lines.append(f"{r.get('gender', 'unknown')}, {age}{dead}")
         elif kind == "Observation":

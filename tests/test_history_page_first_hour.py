@@ -124,3 +124,9 @@ def test_ages_read_naturally(years, days, text):
 
     patient = Patient(id="p", birth_date=None, age_years=years, age_days=days, sex="female", deceased=False)
     assert age_text(patient) == text
+
+
+def test_the_library_says_ages_in_whole_years():
+    """"68 y" in `fixtures list`, the preview and fixtures/README.md, not "68.0 y"."""
+    assert fixtures.describe("warfarin-d3k2-draft")[0] == "female, 68 y"
+    assert fixtures.describe("infant-deficient")[0] == "female, 5 mo"
