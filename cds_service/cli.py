@@ -529,13 +529,25 @@ def fixtures_list(as_json: bool) -> None:
             )
         )
         return
+    console = Console(highlight=False)
+    if console.width < 120:  # a terminal of 80 columns: one block per patient, not a table
+        from rich.padding import Padding
+        from rich.text import Text
+
+        console.print(f"{len(rows)} fixture patients", style="bold")
+        for name, about, drafts in rows:
+            console.print(Text(name, style="bold"))
+            console.print(Padding(Text(about), (0, 0, 0, 2)))
+            for draft in drafts:
+                console.print(Padding(Text(f"draft: {draft}", style="dim"), (0, 0, 0, 2)))
+        return
     table = Table(title=f"{len(rows)} fixture patients")
     table.add_column("patient", style="bold", no_wrap=True)
     table.add_column("what it exercises")
     table.add_column("draft orders")
     for name, about, drafts in rows:
         table.add_row(name, escape(about), escape("\n".join(drafts)) or "-")
-    Console().print(table)
+    console.print(table)
 
 
 @fixtures_group.command("serve")

@@ -203,3 +203,12 @@ def test_history_out_errors_are_one_line(cli80, out, message):
     assert result.output.count("\n") == 1 and result.output.startswith("Error: ")
     assert message in result.output
     assert not (cli80 / out).exists()
+
+
+def test_fixtures_list_reads_at_80_columns(cli80):
+    result = CliRunner().invoke(main, ["fixtures", "list"])
+    assert result.exit_code == 0
+    assert _widest(result.output) <= 80
+    starts = [line for line in result.output.splitlines() if line and not line.startswith(" ")]
+    assert starts[1:] == fixtures.names()  # one block per patient, its name first
+    assert "draft: Cholecalciferol 1000 UNT / Vitamin K 2" in _flat(result.output)
