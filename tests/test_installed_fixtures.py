@@ -102,3 +102,26 @@ def test_the_library_is_package_data():
     docker = (REPO / "Dockerfile").read_text()
     assert "COPY fixtures ./fixtures" in docker
     assert "!fixtures/" in (REPO / ".dockerignore").read_text()
+
+
+@pytest.mark.slow
+def test_preview_from_the_wheel(installed):
+    """/preview lists the fixture patients and builds their requests from the installed copy."""
+    venv, away = installed
+    script = (
+        "from cds_service import Settings, create_app\n"
+        f"app = create_app(Settings(database_url='sqlite:///{away}/p.sqlite3', auth_disabled=True))\n"
+        "client = app.test_client()\n"
+        "page = client.get('/preview/')\n"
+        "assert page.status_code == 200 and b'warfarin-d3k2-draft' in page.data, page.status_code\n"
+        "assert b'No fixture patients found' not in page.data\n"
+        "built = client.get('/preview/request.json?patient=warfarin-d3k2-draft"
+        "&service=vitamin-d-order-sign&draft=')\n"
+        "assert built.status_code == 200, built.data[:300]\n"
+        "print('ok')\n"
+    )
+    run = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", script],
+        cwd=away, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
