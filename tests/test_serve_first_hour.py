@@ -55,7 +55,11 @@ def test_each_public_base_url_is_an_accepted_aud(two_bases_client, base):
 def test_a_refused_aud_is_logged_with_the_expected_ones(two_bases_client, caplog):
     token = signer().sign(aud=f"http://elsewhere:8080{PATH}")
     assert _call(two_bases_client, token).status_code == 401
-    (record,) = [r for r in caplog.records if getattr(r, "auth_rejection", None) == "aud_mismatch"]
+    (record,) = [
+        r
+        for r in caplog.records
+        if r.getMessage() == "refused a call" and getattr(r, "auth_rejection", None) == "aud_mismatch"
+    ]
     assert record.aud_received == [f"http://elsewhere:8080{PATH}"]
     assert record.aud_expected == [f"{LOCAL}{PATH}", f"{LOOPBACK}{PATH}"]
     assert token not in caplog.text and token.split(".")[2] not in caplog.text
