@@ -248,6 +248,7 @@ def _print_cards(response: dict[str, Any]) -> None:
     from rich.console import Console, Group
     from rich.markdown import Markdown
     from rich.markup import escape
+    from rich.padding import Padding
     from rich.panel import Panel
     from rich.text import Text
 
@@ -263,34 +264,43 @@ def _print_cards(response: dict[str, Any]) -> None:
         if card.get("detail"):
             parts.append(Text(""))
             parts.append(Markdown(str(card["detail"]), hyperlinks=False))
-        lines = []
         source = card.get("source", {})
         topic = source.get("topic", {}).get("code")
-        lines.append(f"[dim]topic:[/] {escape(str(topic or '-'))}")
-        lines.append(
-            f"[dim]source:[/] {escape(str(source.get('label', '')))} "
-            f"{escape(str(source.get('url', '')))}".rstrip()
-        )
+        # (markup, indent): continuation lines wrap under their own text, not at the border
+        lines: list[tuple[str, int]] = [
+            (f"[dim]topic:[/] {escape(str(topic or '-'))}", 0),
+            (
+                f"[dim]source:[/] {escape(str(source.get('label', '')))} "
+                f"{escape(str(source.get('url', '')))}".rstrip(),
+                0,
+            ),
+        ]
         for suggestion in card.get("suggestions", []):
-            lines.append(f"[bold]suggestion:[/] {escape(str(suggestion.get('label')))}")
+            lines.append((f"[bold]suggestion:[/] {escape(str(suggestion.get('label')))}", 0))
             for action in suggestion.get("actions", []):
                 target = action.get("resourceId") or (action.get("resource") or {}).get(
                     "resourceType", ""
                 )
                 lines.append(
-                    f"  - {escape(str(action.get('type')))} {escape(str(target))}: "
-                    f"{escape(str(action.get('description')))}"
+                    (
+                        f"- {escape(str(action.get('type')))} {escape(str(target))}: "
+                        f"{escape(str(action.get('description')))}",
+                        2,
+                    )
                 )
         for link in card.get("links", []):
             lines.append(
-                f"[dim]link:[/] {escape(str(link.get('label', '')))} "
-                f"{escape(str(link.get('url', '')))}"
+                (
+                    f"[dim]link:[/] {escape(str(link.get('label', '')))} "
+                    f"{escape(str(link.get('url', '')))}",
+                    0,
+                )
             )
         reasons = [r.get("display", "") for r in card.get("overrideReasons", [])]
         if reasons:
-            lines.append("[dim]override reasons:[/] " + escape("; ".join(reasons)))
+            lines.append(("[dim]override reasons:[/] " + escape("; ".join(reasons)), 0))
         parts.append(Text(""))
-        parts.append(Text.from_markup("\n".join(lines)))
+        parts.extend(Padding(Text.from_markup(m), (0, 0, 0, n)) for m, n in lines)
         console.print(
             Panel(
                 Group(*parts),
