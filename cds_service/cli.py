@@ -220,7 +220,8 @@ def _announce(settings: Settings) -> None:
         host = settings.host
         shown = "127.0.0.1" if host in ("0.0.0.0", "") else "[::1]" if host == "::" else host
         shown = f"[{shown}]" if ":" in shown and not shown.startswith("[") else shown
-        bases = [f"http://{shown}:{settings.port}"]
+        port = settings.port or "PORT"  # port 0: gunicorn's "Listening at" line says which
+        bases = [f"http://{shown}:{port}"]
     click.echo(f"vitd-cds {_version()} on {settings.host}:{settings.port}")
     for base in bases:
         click.echo(f"  CDS Hooks discovery: {base}/cds-services")
