@@ -370,7 +370,8 @@ def read_medication(
         per_day = dosing.administrations_per_day(dosage)
         course = course or dosing.course_days(dosage)
         timings.append(dosing.plain_timing(dosage))
-        vka_mg = [s.amount for s in strengths if s.ingredient is Ingredient.VKA and s.unit == "mg"]
+        # by value: the VKA is an ingredient here, a drug class in newer facts ("vka" in both)
+        vka_mg = [s.amount for s in strengths if s.ingredient == "vka" and s.unit == "mg"]
         if dose.count is not None and vka_mg:
             amounts["vka"] = dose.count * sum(vka_mg)
         for family, amount in amounts.items():

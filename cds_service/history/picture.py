@@ -11,7 +11,8 @@ import calendar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from ..facts.model import Facts, Ingredient, Medication, Patient
+from ..facts.model import Facts, Ingredient, Medication
+from ..facts.model import Patient as Patient  # the header's name, sex and age
 from .bands import NMOL_PER_NG, Bands
 
 # Families shown on the timeline, in this order.
@@ -108,7 +109,7 @@ def _daily(med: Medication) -> str:
         parts.append(f"{_number(med.vka_mg_per_day)} mg/day")
     if parts:
         return "; ".join(parts)
-    return "daily dose not stated"
+    return "dose not shown (anticoagulant)" if med.has(Ingredient.VKA) else "daily dose not stated"
 
 
 def _families(med: Medication) -> tuple[str, ...]:
