@@ -10,10 +10,13 @@ from __future__ import annotations
 import calendar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from ..facts.model import Facts, Ingredient, Medication
-from ..facts.model import Patient as Patient  # the header's name, sex and age
 from .bands import NMOL_PER_NG, Bands
+
+if TYPE_CHECKING:  # the header's name, sex and age
+    from ..facts.model import Patient
 
 # Families shown on the timeline, in this order.
 FAMILIES = ("vitamin D", "vitamin K", "calcium", "VKA")
