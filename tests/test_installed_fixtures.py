@@ -19,23 +19,27 @@ def installed(tmp_path_factory) -> tuple[Path, Path]:
     """A fresh venv outside the checkout with the wheel installed (not editable); the
     dependencies come from this test's environment through a .pth line, so no index is needed."""
     base = tmp_path_factory.mktemp("installed")
+    # nothing from this environment's import path leaks into the build or the new venv
+    clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     wheels, venv = base / "wheels", base / "venv"
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels), str(REPO)],
-        check=True, capture_output=True,
+        check=True, capture_output=True, env=clean,
     )  # fmt: skip
     (wheel,) = wheels.glob("*.whl")
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, env=clean
+    )
     python = venv / "bin" / "python"
     site = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True, capture_output=True, text=True,
+        check=True, capture_output=True, text=True, env=clean,
     ).stdout.strip()  # fmt: skip
     # Only the directory: the checkout's editable-install hook (a .pth in it) is not run.
     (Path(site) / "zz_test_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     subprocess.run(
         [str(python), "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", str(wheel)],
-        check=True, capture_output=True,
+        check=True, capture_output=True, env=clean,
     )  # fmt: skip
     away = base / "elsewhere"
     away.mkdir()
