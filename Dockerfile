@@ -16,6 +16,9 @@ COPY pyproject.toml README.md ./
 COPY cds_service ./cds_service
 # cds_service/card_templates links to the card texts in cards/: the wheel copies them in.
 COPY cards ./cards
+# cds_service/fixture_data links to the synthetic patients in fixtures/ (`cds-service fixtures`,
+# `invoke --patient`, /preview): the wheel copies them in too.
+COPY fixtures ./fixtures
 # Every dependency ships a manylinux wheel (psycopg[binary] included): no compiler needed,
 # and --only-binary refuses any source build (our own package builds with setuptools alone).
 RUN pip install --no-cache-dir --only-binary=:all: . \

@@ -16,7 +16,7 @@ READINESS_WAIT_S = 0.8  # the background database check's own wait (readiness.py
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the app from `settings` (default: the environment), with its store and FHIR client."""
-    from . import api, engine, history, metrics
+    from . import api, engine, history, home, metrics
     from .auth import Authenticator, RedisReplayStore
     from .cards import check_templates
     from .fhir_client import FhirClient
@@ -79,6 +79,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["vitd.settings"] = settings
     app.extensions["vitd.runtime"] = runtime
     api.register(app)
+    home.register(app)
     history.register(app, settings, runtime)
     metrics.install(app, app_metrics)
     from . import preview

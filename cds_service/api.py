@@ -67,7 +67,7 @@ def _json_body() -> Any:
     mimetype = request.mimetype or ""
     if mimetype != "application/json" and not mimetype.endswith("+json"):
         raise UnsupportedMediaType()
-    raw = request.get_data(cache=False)
+    raw = limits.read_body(request, _settings().max_body_bytes)  # 413 chunked or not
     limits.check_depth(raw, _settings().max_json_depth)  # before the parser sees it
     return parse_json(raw)
 

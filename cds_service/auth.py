@@ -390,48 +390,44 @@ class Authenticator:
     ) -> None:
         self.disabled = settings.auth_disabled
         self.public_base_url = settings.public_base_url
+        self.public_base_urls = settings.public_base_urls
         self.replay = replay
         self.keys = keys or KeyCache()
         if issuers is None:
             path = settings.trusted_issuers_file
             issuers = load_issuers(path) if path and not self.disabled else {}
         self.issuers = dict(issuers)
-        if self.disabled:
-            log.warning(
-                "AUTHENTICATION IS DISABLED (CDS_AUTH_DISABLED=1): any caller is trusted; "
-                "for development on loopback only"
-            )
-        elif not self.issuers:
-            log.warning(
-                "no trusted JWT issuers (CDS_TRUSTED_ISSUERS_FILE): every service and "
-                "feedback call will be refused with 401"
-            )
-        elif not self.public_base_url:
-            log.warning(
-                "CDS_PUBLIC_BASE_URL is not set: the expected JWT audience is built from the "
-                "request's Host header; set it in production"
-            )
+        if settings.startup_notices:  # `serve` says these once, in its master, not per worker
+            for message in startup_warnings(settings, self.issuers):
+                log.warning(message)
 
-    def audience(self, base_url: str, path: str) -> str:
-        """The `aud` a caller must name: the public URL of the endpoint it called."""
-        base = self.public_base_url or base_url
-        return base.rstrip("/") + path
+    def audience(self, base_url: str, path: str) -> list[str]:
+        """The `aud` values a caller may name (any one): the public URL of the endpoint it
+        called, under each configured public base URL (or the request's own base)."""
+        bases = self.public_base_urls or (base_url,)
+        return [base.rstrip("/") + path for base in bases]
 
-    def authenticate(self, authorization: str | None, audience: str) -> Caller:
+    def authenticate(self, authorization: str | None, audience: str | list[str]) -> Caller:
         if self.disabled:
             return Caller()
+        audiences = [audience] if isinstance(audience, str) else list(audience)
         try:
-            return self._verify(authorization, audience)
+            return self._verify(authorization, audiences)
         except AuthRejected as exc:
-            # Never the header: it is a credential. The reason is a fixed word.
-            log.warning("refused a call", extra={"auth_rejection": str(exc.reason)})
+            # Never the header: it is a credential. The reason is a fixed word; for a wrong
+            # audience, the `aud` received and those accepted (URLs, no secret) say what to fix.
+            extra: dict[str, Any] = {"auth_rejection": str(exc.reason)}
+            if exc.reason is Rejection.AUD_MISMATCH:
+                extra["aud_received"] = _claimed_aud(authorization)
+                extra["aud_expected"] = audiences
+            log.warning("refused a call", extra=extra)
             jwt_rejected(str(exc.reason))
             raise
         except AuthUnavailable as exc:
             jwt_rejected(exc.reason)
             raise
 
-    def _verify(self, authorization: str | None, audience: str) -> Caller:
+    def _verify(self, authorization: str | None, audience: list[str]) -> Caller:
         token = _bearer(authorization)
         if not self.issuers:
             raise AuthRejected(Rejection.NOT_CONFIGURED)
@@ -477,7 +473,7 @@ class Authenticator:
         return found
 
     def _decode(
-        self, token: str, alg: str, candidates: list[dict], audience: str, iss: str
+        self, token: str, alg: str, candidates: list[dict], audience: list[str], iss: str
     ) -> dict:
         """Claims of `token` checked against the first key of the right type that verifies."""
         kty, curve = ALGORITHMS[alg]
@@ -499,7 +495,7 @@ class Authenticator:
                     token,
                     key,
                     algorithms=[alg],
-                    audience=[audience],
+                    audience=audience,
                     issuer=iss,
                     leeway=LEEWAY_S,
                     options={"require": ["exp", "iat", "jti", "iss", "aud"]},
@@ -570,6 +566,20 @@ def _peek(token: str) -> tuple[dict, dict]:
         raise AuthRejected(Rejection.MALFORMED) from None
 
 
+def _claimed_aud(authorization: str | None) -> list[str] | str | None:
+    """The `aud` an (already refused) token names, for the log: URLs only, never the token.
+    Anything but a short string or list of them is reported as its type."""
+    try:
+        _header, claims = _peek(_bearer(authorization))
+    except AuthRejected:
+        return None
+    aud = claims.get("aud")
+    values = [aud] if isinstance(aud, str) else aud
+    if isinstance(values, list) and all(isinstance(v, str) for v in values):
+        return [v[:200] for v in values[:5]]
+    return f"<{type(aud).__name__}>"
+
+
 def _public_key(jwk: dict, alg: str) -> Any:
     """The public key of `jwk` for `alg`'s family (RSA or EC); never an HMAC secret."""
     return _parsed_key(json.dumps(jwk, sort_keys=True), alg)
@@ -593,13 +603,30 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def startup_warnings(settings: Settings, issuers: Mapping[str, Issuer]) -> list[str]:
+    """What an operator must know about authentication when the service starts."""
+    if settings.auth_disabled:
+        return [
+            "AUTHENTICATION IS DISABLED (CDS_AUTH_DISABLED=1): any caller is trusted; "
+            "for development on loopback only"
+        ]
+    if not issuers:
+        return [
+            "no trusted JWT issuers (CDS_TRUSTED_ISSUERS_FILE): every service and "
+            "feedback call will be refused with 401"
+        ]
+    if not settings.public_base_url:
+        return [
+            "CDS_PUBLIC_BASE_URL is not set: the expected JWT audience is built from the "
+            "request's Host header; set it in production"
+        ]
+    return []
+
+
 def check_bind(host: str, settings: Settings) -> None:
     """Refuse to serve unauthenticated on a non-loopback address (contract §6)."""
     if settings.auth_disabled:
-        log.warning(
-            "AUTHENTICATION IS DISABLED (CDS_AUTH_DISABLED=1): any caller is trusted; "
-            "for development on loopback only"
-        )
+        log.warning(startup_warnings(settings, {})[0])
         if not is_loopback(host) and not settings.allow_insecure_bind:
             raise SystemExit(
                 f"refusing to serve {host} without authentication: bind to 127.0.0.1, or set "

@@ -16,6 +16,7 @@ import click
 
 from . import logs
 from .config import ConfigError, Settings
+from .fixtures import SERVICE_IDS
 from .guideline import PROFILES
 from .logs import configure_logging
 
@@ -27,12 +28,41 @@ def _settings() -> Settings:
         raise click.ClickException(str(exc)) from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+PROFILE_CHOICE = click.Choice(PROFILES)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="vitd-cds", prog_name="cds-service")
 def main() -> None:
     """vitd-cds: CDS Hooks 2.0 service for vitamin D, calcium and vitamin K safety."""
 
 
-@main.command()
+SERVE_ENVIRONMENT = (
+    ("DATABASE_URL", "the store: sqlite:///… or postgresql://…"),
+    ("", "[sqlite:///var/vitd-cds.sqlite3]"),
+    ("CDS_TRUSTED_ISSUERS_FILE", "trusted JWT issuers (JSON); none: all refused"),
+    ("CDS_PUBLIC_BASE_URL", "public base URL(s), comma-separated: the JWT aud"),
+    ("CDS_AUTH_DISABLED", "1: no JWT check (development, loopback only)"),
+    ("REDIS_URL", "JWT replay store shared by workers [the database]"),
+    ("CDS_GUIDELINE_PROFILE", "default | es2024"),
+    ("CDS_CORS_ORIGIN", "Access-Control-Allow-Origin [*]"),
+    ("CDS_PREVIEW", "1/0: the /preview page [on only without auth]"),
+    ("CDS_SMART_CLIENT_ID", "SMART launch of the history page, with"),
+    ("", "CDS_SMART_ALLOWED_ISSUERS and CDS_SECRET_KEY"),
+    ("CDS_MAX_BODY_BYTES", "largest request body [5242880]"),
+    ("CDS_FHIR_BUDGET_S", "time for all FHIR queries of a call [3]"),
+    ("HOST, PORT", "address and port [127.0.0.1, 8080]"),
+    ("WEB_CONCURRENCY", "worker processes [2]; WEB_THREADS threads [4]"),
+)
+
+
+def _environment_epilog() -> str:
+    width = max(len(name) for name, _ in SERVE_ENVIRONMENT)
+    rows = [f"  {name:<{width}}  {text}" for name, text in SERVE_ENVIRONMENT]
+    return "\b\nEnvironment (README, \"Configuration\", has them all):\n" + "\n".join(rows)
+
+
+@main.command(epilog=_environment_epilog())
 @click.option("--host", help="Address to listen on.  [default: $HOST or 127.0.0.1]")
 @click.option("--port", type=int, help="Port.  [default: $PORT or 8080]")
 @click.option("--workers", type=int, help="Worker processes.  [default: $WEB_CONCURRENCY or 2]")
@@ -129,17 +159,23 @@ def _run_gunicorn(settings: Settings, reload: bool) -> None:
 
     configure_logging()
     check_bind(settings.host, settings)
-    if not settings.auth_disabled and settings.trusted_issuers_file:
-        from .auth import load_issuers
+    _check_port_free(settings.host, settings.port)
+    if not settings.auth_disabled:
+        from .auth import load_issuers, startup_warnings
 
-        try:  # in the master, so a bad file stops the start with its message
-            load_issuers(settings.trusted_issuers_file)
-        except ConfigError as exc:
-            raise click.ClickException(str(exc)) from None
+        issuers = {}
+        if settings.trusted_issuers_file:
+            try:  # in the master, so a bad file stops the start with its message
+                issuers = load_issuers(settings.trusted_issuers_file)
+            except ConfigError as exc:
+                raise click.ClickException(str(exc)) from None
+        for message in startup_warnings(settings, issuers):  # once, here; not per worker
+            logging.getLogger("cds_service.auth").warning(message)
     _migrate_or_exit(settings)  # once, in the master, so workers never race on the schema
     _few_malloc_arenas()  # inherited by the workers
+    _announce(settings)
     worker_settings = settings.with_overrides(
-        migrate_on_start=False, record_cards_in_background=True
+        migrate_on_start=False, record_cards_in_background=True, startup_notices=False
     )
     options = gunicorn_options(settings, reload)
 
@@ -152,6 +188,62 @@ def _run_gunicorn(settings: Settings, reload: bool) -> None:
             return create_app(worker_settings)
 
     _Server().run()
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """A port already taken is one line, before anything starts (gunicorn would retry for
+    five seconds, then stop with its own log lines)."""
+    import errno
+    import socket
+
+    if port == 0:
+        return
+    try:
+        probe = socket.create_server((host.strip("[]"), port), reuse_port=False)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise click.ClickException(
+                f"cannot listen on {host}:{port}: the address is already in use (another "
+                "server? stop it, or choose --port / $PORT)"
+            ) from None
+        if exc.errno == errno.EACCES:
+            raise click.ClickException(
+                f"cannot listen on {host}:{port}: permission denied (ports below 1024 need "
+                "privileges; choose --port / $PORT)"
+            ) from None
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    probe.close()
+
+
+def _announce(settings: Settings) -> None:
+    """The URLs a client must register, on stdout (the logs are JSON on stderr)."""
+    if settings.public_base_urls:
+        bases = list(settings.public_base_urls)
+    else:
+        host = settings.host
+        shown = "127.0.0.1" if host in ("0.0.0.0", "") else "[::1]" if host == "::" else host
+        shown = f"[{shown}]" if ":" in shown and not shown.startswith("[") else shown
+        port = settings.port or "PORT"  # port 0: gunicorn's "Listening at" line says which
+        bases = [f"http://{shown}:{port}"]
+    click.echo(f"vitd-cds {_version()} on {settings.host}:{settings.port}")
+    for base in bases:
+        click.echo(f"  CDS Hooks discovery: {base}/cds-services")
+    if not settings.auth_disabled and settings.public_base_urls:
+        click.echo(
+            "  JWT aud accepted: the URL called under "
+            + (" or ".join(settings.public_base_urls))
+        )
+    if settings.preview_enabled:
+        click.echo(f"  card preview: {bases[0]}/preview")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("vitd-cds")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "(not installed)"
 
 
 MALLOC_ARENAS = 2
@@ -231,11 +323,16 @@ def _database_label(url: str) -> str:
 
 
 def _print_cards(response: dict[str, Any]) -> None:
-    from rich.console import Console
+    """Each card in a panel: the full summary, the detail (markdown rendered for the terminal),
+    then topic, source, suggestions and override reasons; readable at 80 columns."""
+    from rich.console import Console, Group
+    from rich.markdown import Markdown
     from rich.markup import escape
+    from rich.padding import Padding
     from rich.panel import Panel
+    from rich.text import Text
 
-    console = Console(highlight=False, soft_wrap=False)
+    console = Console(highlight=False)
     cards = response.get("cards", [])
     if not cards:
         console.print("No cards.")
@@ -243,49 +340,97 @@ def _print_cards(response: dict[str, Any]) -> None:
     for card in cards:
         indicator = str(card.get("indicator", "?"))
         colour = colours.get(indicator, "white")
-        lines = []
-        topic = card.get("source", {}).get("topic", {}).get("code")
+        parts: list[Any] = [Text(str(card.get("summary", "")), style="bold")]
+        if card.get("detail"):
+            parts.append(Text(""))
+            parts.append(Markdown(str(card["detail"]), hyperlinks=False))
         source = card.get("source", {})
-        lines.append(
-            f"[dim]topic:[/] {escape(str(topic or '-'))}   [dim]source:[/] "
-            f"{escape(str(source.get('label', '')))} {escape(str(source.get('url', '')))}"
-        )
+        topic = source.get("topic", {}).get("code")
+        # (markup, indent): continuation lines wrap under their own text, not at the border
+        lines: list[tuple[str, int]] = [
+            (f"[dim]topic:[/] {escape(str(topic or '-'))}", 0),
+            (
+                f"[dim]source:[/] {escape(str(source.get('label', '')))} "
+                f"{escape(str(source.get('url', '')))}".rstrip(),
+                0,
+            ),
+        ]
         for suggestion in card.get("suggestions", []):
-            lines.append(f"[bold]suggestion:[/] {escape(str(suggestion.get('label')))}")
+            lines.append((f"[bold]suggestion:[/] {escape(str(suggestion.get('label')))}", 0))
             for action in suggestion.get("actions", []):
                 target = action.get("resourceId") or (action.get("resource") or {}).get(
                     "resourceType", ""
                 )
                 lines.append(
-                    f"  - {escape(str(action.get('type')))} {escape(str(target))}: "
-                    f"{escape(str(action.get('description')))}"
+                    (
+                        f"- {escape(str(action.get('type')))} {escape(str(target))}: "
+                        f"{escape(str(action.get('description')))}",
+                        2,
+                    )
                 )
+        for link in card.get("links", []):
+            lines.append(
+                (
+                    f"[dim]link:[/] {escape(str(link.get('label', '')))} "
+                    f"{escape(str(link.get('url', '')))}",
+                    0,
+                )
+            )
         reasons = [r.get("display", "") for r in card.get("overrideReasons", [])]
         if reasons:
-            lines.append("[dim]override reasons:[/] " + escape("; ".join(reasons)))
+            lines.append(("[dim]override reasons:[/] " + escape("; ".join(reasons)), 0))
+        parts.append(Text(""))
+        parts.extend(Padding(Text.from_markup(m), (0, 0, 0, n)) for m, n in lines)
         console.print(
             Panel(
-                "\n".join(lines),
-                title=f"[bold {colour}]{indicator.upper()}[/] "
-                f"{escape(str(card.get('summary', '')))}",
+                Group(*parts),
+                title=f"[bold {colour}]{indicator.upper()}[/]",
                 title_align="left",
                 border_style=colour,
             )
         )
 
 
-def _post(url: str | None, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
-    """POST `body` to `path` of the service at `url`, or of an in-process app."""
+def service_base(url: str) -> str:
+    """The service's base URL from what a user may type: the base, `…/cds-services` or
+    `…/cds-services/<id>`; a URL without http(s) scheme is refused with the fix."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    raw = url.strip()
+    if "://" not in raw:
+        raise click.BadParameter(
+            f"{url!r} has no scheme: did you mean http://{raw.lstrip('/')} ?", param_hint="--url"
+        )
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise click.BadParameter(
+            f"{url!r} is not an http(s) URL (e.g. http://127.0.0.1:8080)", param_hint="--url"
+        )
+    path = parts.path.rstrip("/")
+    head, marker, tail = path.rpartition("/cds-services")
+    if marker and "/" not in tail.strip("/"):
+        path = head
+    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+def _post(
+    url: str | None,
+    path: str,
+    body: bytes,
+    *,
+    token: str | None = None,
+    profile: str | None = None,
+) -> tuple[int, dict[str, Any]]:
+    """POST `body` to `path` of the service at `url` (with `token` as bearer), or of an
+    in-process app (under guideline `profile`)."""
     if url:
         import requests
 
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         try:
-            reply = requests.post(
-                f"{url.rstrip('/')}{path}",
-                data=body,
-                headers={"Content-Type": "application/json"},
-                timeout=30,
-            )
+            reply = requests.post(f"{url}{path}", data=body, headers=headers, timeout=30)
         except requests.RequestException as exc:
             raise click.ClickException(f"could not reach {url}: {type(exc).__name__}") from None
         try:
@@ -294,8 +439,11 @@ def _post(url: str | None, path: str, body: bytes) -> tuple[int, dict[str, Any]]
             return reply.status_code, {"error": "the answer was not JSON"}
     from . import create_app
 
-    _quiet_in_process()
-    settings = _settings().with_overrides(auth_disabled=True)  # in-process: no network caller
+    # In-process: no network caller, so auth is off by design and its start-up warning
+    # would only mislead (other warnings still show).
+    settings = _settings().with_overrides(auth_disabled=True, startup_notices=False)
+    if profile:
+        settings = settings.with_overrides(guideline_profile=profile)
     app = create_app(settings)
     try:
         reply = app.test_client().post(path, data=body, content_type="application/json")
@@ -303,13 +451,6 @@ def _post(url: str | None, path: str, body: bytes) -> tuple[int, dict[str, Any]]
     finally:
         app.extensions["vitd.runtime"].fhir.close()
         app.extensions["vitd.runtime"].store.dispose()
-
-
-def _quiet_in_process() -> None:
-    """In-process calls have no network caller: auth is off for them by design, so its
-    start-up warning would only mislead; other warnings still show."""
-    logging.getLogger().setLevel(logging.WARNING)
-    logging.getLogger("cds_service.auth").setLevel(logging.ERROR)
 
 
 def _read_drafts(path: Path) -> list[dict[str, Any]]:
@@ -329,8 +470,10 @@ def _read_drafts(path: Path) -> list[dict[str, Any]]:
     return items
 
 
-@main.command()
-@click.argument("service_id")
+@main.command(
+    epilog="\b\nSERVICE_ID is one of:\n" + "\n".join(f"  {s}" for s in SERVICE_IDS)
+)
+@click.argument("service_id", metavar="SERVICE_ID")
 @click.argument(
     "request_file",
     required=False,
@@ -356,7 +499,21 @@ def _read_drafts(path: Path) -> list[dict[str, Any]]:
     help="With --patient: send no prefetch; the "
     "service queries the fixture FHIR server, started on loopback for this call.",
 )
-@click.option("--url", help="Base URL of a running service (default: run in-process).")
+@click.option(
+    "--url",
+    help="A running service: its base URL (http://host:port) or …/cds-services "
+    "(default: run in-process).",
+)
+@click.option(
+    "--token",
+    envvar="CDS_TOKEN",
+    help="With --url: a JWT sent as 'Authorization: Bearer' (or $CDS_TOKEN).",
+)
+@click.option(
+    "--profile",
+    type=PROFILE_CHOICE,
+    help="In-process: the guideline profile.  [default: $CDS_GUIDELINE_PROFILE or default]",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the raw JSON response.")
 def invoke(
     service_id: str,
@@ -365,6 +522,8 @@ def invoke(
     draft_file: Path | None,
     no_prefetch: bool,
     url: str | None,
+    token: str | None,
+    profile: str | None,
     as_json: bool,
 ) -> None:
     """Send a CDS Hooks request to SERVICE_ID and print the cards.
@@ -375,12 +534,24 @@ def invoke(
 
     from . import fixtures
 
+    if service_id not in SERVICE_IDS:
+        raise click.BadParameter(
+            f"unknown service {service_id!r}; the services are: {', '.join(SERVICE_IDS)}",
+            param_hint="SERVICE_ID",
+        )
     if (request_file is None) == (patient is None):
         raise click.UsageError("give either REQUEST_FILE or --patient FIXTURE")
     if patient is None and (draft_file or no_prefetch):
         raise click.UsageError("--draft and --no-prefetch go with --patient")
-    if patient is not None and service_id not in fixtures.HOOKS:
-        raise click.UsageError(f"unknown service {service_id!r}: {', '.join(fixtures.HOOKS)}")
+    if url:
+        url = service_base(url)
+        if profile:
+            raise click.UsageError(
+                "--profile is for in-process calls; a running service uses its own "
+                "CDS_GUIDELINE_PROFILE"
+            )
+    elif token:
+        raise click.UsageError("--token goes with --url (in-process calls need no token)")
     server = None
     if patient is not None:
         from .fhir_server import FixtureFhirServer
@@ -403,7 +574,9 @@ def invoke(
             ).encode()
         else:
             body = request_file.read_bytes()
-        status, payload = _post(url, f"/cds-services/{service_id}", body)
+        status, payload = _post(
+            url, f"/cds-services/{service_id}", body, token=token, profile=profile
+        )
     if as_json:
         click.echo(json.dumps(payload, indent=2))
     elif status == 200:
@@ -446,13 +619,25 @@ def fixtures_list(as_json: bool) -> None:
             )
         )
         return
+    console = Console(highlight=False)
+    if console.width < 120:  # a terminal of 80 columns: one block per patient, not a table
+        from rich.padding import Padding
+        from rich.text import Text
+
+        console.print(f"{len(rows)} fixture patients", style="bold")
+        for name, about, drafts in rows:
+            console.print(Text(name, style="bold"))
+            console.print(Padding(Text(about), (0, 0, 0, 2)))
+            for draft in drafts:
+                console.print(Padding(Text(f"draft: {draft}", style="dim"), (0, 0, 0, 2)))
+        return
     table = Table(title=f"{len(rows)} fixture patients")
     table.add_column("patient", style="bold", no_wrap=True)
     table.add_column("what it exercises")
     table.add_column("draft orders")
     for name, about, drafts in rows:
         table.add_row(name, escape(about), escape("\n".join(drafts)) or "-")
-    Console().print(table)
+    console.print(table)
 
 
 @fixtures_group.command("serve")
@@ -525,8 +710,8 @@ def check(profiles: tuple[str, ...], patients: tuple[str, ...], no_prefetch: boo
     """Run every fixture patient through every service; exit 1 on any mismatch with
     fixtures/expected.json.
 
-    The table shows, per patient and topic, the hooks whose answer held the topic
-    (V patient-view, S order-select, G order-sign); red cells differ from expected.json.
+    One line per patient and profile: ✓ or ✗, then each topic with the hooks whose answer
+    held it (V patient-view, S order-select, G order-sign); red differs from expected.json.
     """
     from contextlib import nullcontext
 
@@ -538,7 +723,6 @@ def check(profiles: tuple[str, ...], patients: tuple[str, ...], no_prefetch: boo
     unknown = sorted(set(patients) - set(fixtures.names()))
     if unknown:
         raise click.BadParameter(f"no fixture named {', '.join(unknown)}", param_hint="--patient")
-    _quiet_in_process()
     planned = fixture_check.planned(patients or None, profiles or None)
     console = Console(highlight=False)
     server = None
@@ -561,6 +745,7 @@ def check(profiles: tuple[str, ...], patients: tuple[str, ...], no_prefetch: boo
             on_result=lambda _r: progress.advance(task),
         )
     for profile in dict.fromkeys(r.profile for r in results):
+        console.print(f"[bold]profile {profile}[/]: topics per patient (V view, S select, G sign)")
         console.print(_check_table(profile, [r for r in results if r.profile == profile]))
     failed = [r for r in results if not r.ok]
     for r in failed:
@@ -577,46 +762,64 @@ def check(profiles: tuple[str, ...], patients: tuple[str, ...], no_prefetch: boo
 
 
 def _check_table(profile: str, results: list) -> Any:
+    """One row per patient for `profile`: ✓/✗, the patient, then each topic with the hooks
+    whose answer held it (V patient-view, S order-select, G order-sign); a topic that differs
+    from expected.json shows as red `got≠expected`. Fits 80 columns (the topics wrap)."""
     from rich.table import Table
 
-    topics: list[str] = []
-    for r in results:
-        for t in (*(r.expected or ()), *(r.actual or ())):
-            if t not in topics:
-                topics.append(t)
-    topics.sort()
-    table = Table(title=f"profile {profile}: patient x topic (V view, S select, G sign)")
+    table = Table(
+        box=None,
+        show_header=False,
+        padding=(0, 1, 0, 0),
+    )
+    table.add_column("ok", no_wrap=True)
     table.add_column("patient", no_wrap=True)
-    for topic in topics:
-        table.add_column(topic.replace("-", "-\n"), justify="center")
-    table.add_column("ok", justify="center")
+    table.add_column("topics", overflow="fold")
     for patient in dict.fromkeys(r.patient for r in results):
         mine = [r for r in results if r.patient == patient]
+        topics = sorted({t for r in mine for t in (*(r.expected or ()), *(r.actual or ()))})
         cells = []
         for topic in topics:
             got = "".join(_HOOK_LETTER[r.service] for r in mine if topic in (r.actual or ()))
             want = "".join(_HOOK_LETTER[r.service] for r in mine if topic in (r.expected or ()))
-            mark = f"[green]{got}[/]" if got == want else f"[red]{got or '-'}≠{want or '-'}[/]"
-            cells.append(mark)
+            cells.append(
+                f"{topic} [green]{got}[/]"
+                if got == want
+                else f"[red]{topic} {got or '-'}≠{want or '-'}[/]"
+            )
+        errors = [r.error for r in mine if r.error]
+        if errors:
+            cells.append(f"[red]error: {errors[0]}[/]")
         ok = all(r.ok for r in mine)
-        table.add_row(patient, *cells, "[green]✓[/]" if ok else "[red]✗[/]")
+        table.add_row(
+            "[green]✓[/]" if ok else "[red]✗[/]", patient, ", ".join(cells) or "[dim]no cards[/]"
+        )
     return table
+
+
+_PICTURE_SUFFIXES = (".svg", ".html", ".htm")
 
 
 @main.command()
 @click.option(
     "--patient",
     required=True,
-    help="A FHIR Bundle file (JSON) of one patient's record, or a fixture name "
-    "(fixtures/patients/NAME.json, dates moved to today).",
+    metavar="FIXTURE|FILE",
+    help="A fixture patient (see `cds-service fixtures list`; dates moved to today), or a "
+    "FHIR Bundle file (JSON) of one patient's record.",
 )
 @click.option(
     "--out",
     required=True,
-    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    type=click.Path(dir_okay=False, path_type=Path),
     help="Where to write the picture: .svg (the chart) or .html (chart and tables).",
 )
-def history(patient: str, out: Path) -> None:
+@click.option(
+    "--profile",
+    type=PROFILE_CHOICE,
+    help="Guideline profile of the bands.  [default: $CDS_GUIDELINE_PROFILE or default]",
+)
+def history(patient: str, out: Path, profile: str | None) -> None:
     """Draw the vitamin D history picture of one patient from local data (no SMART)."""
     from datetime import UTC, datetime
 
@@ -624,13 +827,20 @@ def history(patient: str, out: Path) -> None:
     from .guideline import load_guideline
     from .history import RecordError, picture_for_bundle, render_page, render_svg
 
+    if out.suffix.lower() not in _PICTURE_SUFFIXES:
+        raise click.ClickException(
+            f"--out {out}: cannot write {out.suffix or 'a file without extension'}; give .svg "
+            "or .html (for a PNG, open the .svg in a browser or convert it)"
+        )
+    if not out.parent.is_dir():
+        raise click.ClickException(f"--out {out}: the folder {out.parent} does not exist")
     now = datetime.now(UTC)
     try:
         if Path(patient).is_file():
             bundle = json.loads(Path(patient).read_bytes())
         else:
             bundle = fixtures.load(patient, now).bundle
-        guideline = load_guideline(_settings().guideline_profile)
+        guideline = load_guideline(profile or _settings().guideline_profile)
         picture = picture_for_bundle(bundle, guideline, now=now)
     except fixtures.FixtureError as exc:
         raise click.ClickException(f"{exc} (nor is it a file)") from None
@@ -638,7 +848,10 @@ def history(patient: str, out: Path) -> None:
         reason = str(exc) if isinstance(exc, RecordError) else "not valid JSON"
         raise click.ClickException(f"{patient}: {reason}") from None
     html = out.suffix.lower() in (".html", ".htm")
-    out.write_text(render_page(picture) if html else render_svg(picture), encoding="utf-8")
+    try:
+        out.write_text(render_page(picture) if html else render_svg(picture), encoding="utf-8")
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {out}: {exc.strerror}") from None
     click.echo(
         f"wrote {out}: {len(picture.levels)} 25(OH)D result(s), {len(picture.uses)} product "
         f"use(s){f', {len(picture.inr)} INR result(s)' if picture.vka_active else ''}"

@@ -76,13 +76,25 @@ def _smart(env: Mapping[str, str], public_base_url: str | None) -> dict:
     return {"smart_client_id": client_id, "smart_allowed_issuers": issuers, "secret_key": secret}
 
 def _url(env: Mapping[str, str], name: str) -> str | None:
-    raw = (env.get(name) or "").strip()
-    if not raw:
-        return None
-    parts = urlsplit(raw)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
-        raise ConfigError(f"{name} must be an http(s) URL without a query, not {raw!r}")
-    return raw.rstrip("/")
+    urls = _urls(env, name)
+    return urls[0] if urls else None
+
+
+def _urls(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """One http(s) URL without a query, or several separated by commas."""
+    out = []
+    for item in (env.get(name) or "").split(","):
+        raw = item.strip()
+        if not raw:
+            continue
+        parts = urlsplit(raw)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+            raise ConfigError(
+                f"{name} must be an http(s) URL without a query (or several, comma-separated), "
+                f"not {raw!r}"
+            )
+        out.append(raw.rstrip("/"))
+    return tuple(dict.fromkeys(out))
 
 
 def _prefixes(env: Mapping[str, str], name: str) -> tuple[str, ...]:
@@ -121,6 +133,9 @@ class Settings:
     allow_insecure_bind: bool = False
     trusted_issuers_file: str | None = None
     public_base_url: str | None = None
+    # Further base URLs of CDS_PUBLIC_BASE_URL (comma-separated) the service is also reached
+    # by, e.g. http://127.0.0.1:8080 beside http://localhost:8080: each is a JWT `aud` accepted.
+    alternate_base_urls: tuple[str, ...] = ()
     max_body_bytes: int = 5 * 1024 * 1024
     fhir_budget_s: float = 3.0
     fhir_connect_timeout_s: float = 1.0
@@ -146,6 +161,9 @@ class Settings:
     # `cds-service serve` switches this on in its workers (not an environment setting):
     # issued-card records are written in batches by a background thread (store.py).
     record_cards_in_background: bool = False
+    # `cds-service serve` switches this off in its workers: start-up warnings (authentication)
+    # are said once, by the master, not once per worker.
+    startup_notices: bool = True
     redis_url: str | None = None  # JWT replay store shared by workers; the database if unset
     fhir_allowlist: tuple[str, ...] = ()  # fhirServer URL prefixes; () = the default guard
     max_json_depth: int = 64
@@ -173,6 +191,11 @@ class Settings:
     validate_responses: bool = False
 
     @property
+    def public_base_urls(self) -> tuple[str, ...]:
+        """Every configured public base URL, the first one (used in links) first."""
+        return (self.public_base_url, *self.alternate_base_urls) if self.public_base_url else ()
+
+    @property
     def smart_enabled(self) -> bool:
         return self.smart_client_id is not None
 
@@ -196,6 +219,7 @@ class Settings:
             allow_insecure_bind=_flag(env, "CDS_ALLOW_INSECURE_BIND", False),
             trusted_issuers_file=env.get("CDS_TRUSTED_ISSUERS_FILE") or None,
             public_base_url=_url(env, "CDS_PUBLIC_BASE_URL"),
+            alternate_base_urls=_urls(env, "CDS_PUBLIC_BASE_URL")[1:],
             max_body_bytes=int(_number(env, "CDS_MAX_BODY_BYTES", 5 * 1024 * 1024, minimum=1024)),
             fhir_budget_s=_number(env, "CDS_FHIR_BUDGET_S", 3.0, minimum=0.05),
             fhir_connect_timeout_s=_number(env, "CDS_FHIR_CONNECT_TIMEOUT_S", 1.0, minimum=0.01),

@@ -6,6 +6,10 @@ template uses them), as `searchset` Bundles with referenced Medications `_includ
 FHIR-query path (`--no-prefetch`, or an EHR sandbox pointed at it) can be tried locally.
 Dates are shifted to today like every fixture load. Development only: it binds to loopback
 unless told otherwise, and holds nothing but synthetic data.
+
+For a browser app on another origin (the CDS Hooks sandbox) it also answers CORS like the
+service does, lists its patients (`GET /Patient`, any search parameters but `_id` and `_count`
+ignored) and takes a search as `POST /{type}/_search` with a form body, as FHIR clients try first.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Flask, Response, jsonify, request
+from werkzeug.datastructures import MultiDict
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from . import fixtures
@@ -99,9 +104,39 @@ def _filter(bundle: dict[str, Any], args) -> dict[str, Any]:
     return out
 
 
+def _patient_list(args) -> dict[str, Any]:
+    """Every fixture Patient (or those of `_id`), as a searchset, at most `_count` of them."""
+    wanted = set(",".join(args.getlist("_id")).split(",")) - {""} if "_id" in args else None
+    found = [
+        fixtures.load(name).search("patient")
+        for pid, name in sorted(_patients().items())
+        if wanted is None or pid in wanted
+    ]
+    count = args.get("_count", "")
+    total = len(found)
+    out = fixtures.searchset(found[: int(count)] if count.isdigit() else found)
+    out["total"] = total
+    return out
+
+
 def create_fhir_app() -> Flask:
     app = Flask(__name__)
     searches = _searches()
+
+    @app.after_request
+    def cors(response: Response) -> Response:
+        """Any origin may read: the server holds synthetic data only, and no credentials."""
+        response.headers["Access-Control-Allow-Origin"] = "*"
+        response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+        response.headers["Access-Control-Allow-Headers"] = request.headers.get(
+            "Access-Control-Request-Headers", "Authorization, Content-Type, Accept"
+        )
+        response.headers["Access-Control-Max-Age"] = "86400"
+        return response
+
+    @app.route("/<path:_any>", methods=["OPTIONS"])
+    def preflight(_any: str):
+        return Response(status=204)
 
     @app.get("/metadata")
     def metadata():
@@ -117,7 +152,10 @@ def create_fhir_app() -> Flask:
                     {
                         "mode": "server",
                         "resource": [
-                            {"type": "Patient", "interaction": [{"code": "read"}]},
+                            {
+                                "type": "Patient",
+                                "interaction": [{"code": "read"}, {"code": "search-type"}],
+                            },
                             *(
                                 {"type": t, "interaction": [{"code": "search-type"}]}
                                 for t in searches
@@ -137,16 +175,27 @@ def create_fhir_app() -> Flask:
 
     @app.get("/<resource_type>")
     def search(resource_type: str):
+        return _search(resource_type, request.args)
+
+    @app.post("/<resource_type>/_search")
+    def post_search(resource_type: str):
+        args = MultiDict(request.args)
+        args.update(request.form)
+        return _search(resource_type, args)
+
+    def _search(resource_type: str, args) -> Response:
+        if resource_type == "Patient":
+            return _fhir(_patient_list(args))
         key = searches.get(resource_type)
         if key is None:
             return _outcome(404, "not-supported", f"{resource_type} search is not offered")
-        patient = request.args.get("patient", "").removeprefix("Patient/")
+        patient = args.get("patient", "").removeprefix("Patient/")
         if not patient:
             return _outcome(400, "required", "the patient parameter is required")
         name = _patients().get(patient)
         if name is None:
             return _fhir(fixtures.searchset([]))
-        return _fhir(_filter(fixtures.load(name).search(key), request.args))
+        return _fhir(_filter(fixtures.load(name).search(key), args))
 
     @app.errorhandler(404)
     def not_found(_exc):
@@ -154,7 +203,7 @@ def create_fhir_app() -> Flask:
 
     @app.errorhandler(405)
     def not_allowed(_exc):
-        return _outcome(405, "not-supported", "read-only server: GET only")
+        return _outcome(405, "not-supported", "read-only server: GET, and POST for _search, only")
 
     return app
 

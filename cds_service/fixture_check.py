@@ -59,6 +59,7 @@ def _app(profile: str):
         Settings(
             database_url="sqlite://",
             auth_disabled=True,
+            startup_notices=False,  # no network caller: the auth-off warning would mislead
             validate_responses=True,
             guideline_profile=profile,
         )

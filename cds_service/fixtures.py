@@ -25,7 +25,9 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-FIXTURES_DIR = Path(__file__).resolve().parent.parent / "fixtures"
+# The top-level fixtures/ directory; `fixture_data` is a link to it, so a wheel (and the image
+# built from it) carries the library as package data, as `card_templates` carries cards/.
+FIXTURES_DIR = (Path(__file__).resolve().parent / "fixture_data").resolve()
 PATIENTS_DIR = FIXTURES_DIR / "patients"
 EXPECTED_FILE = FIXTURES_DIR / "expected.json"
 MODES = ("prefetch", "fhir", "outcome")
@@ -285,6 +287,15 @@ def medication_text(resource: dict[str, Any]) -> str:
     return _code_text(resource.get("medicationCodeableConcept"))
 
 
+def _age(birth: date, on: date) -> str:
+    """'68 y'; under two years in months ('7 mo'), under two months in days ('20 d')."""
+    years = on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day))
+    if years >= 2:
+        return f"{years} y"
+    days = (on - birth).days
+    return f"{int(days / 30.4375)} mo" if days >= 61 else f"{days} d"
+
+
 def describe(name: str) -> list[str]:
     """One line per resource of the record, for people: what the fixture holds."""
     bundle = _raw(name)
@@ -295,11 +306,7 @@ def describe(name: str) -> list[str]:
         kind = r["resourceType"]
         if kind == "Patient":
             birth = r.get("birthDate")
-            age = (
-                f"{(anchor - date.fromisoformat(birth)).days / 365.25:.1f} y"
-                if birth
-                else "no birthDate"
-            )
+            age = _age(date.fromisoformat(birth), anchor) if birth else "no birthDate"
             dead = ", deceased" if r.get("deceasedDateTime") or r.get("deceasedBoolean") else ""
             lines.append(f"{r.get('gender', 'unknown')}, {age}{dead}")
         elif kind == "Observation":

@@ -1,6 +1,7 @@
 """Size limits on what callers and FHIR servers send (contract §6), checked in one place.
 
-- body size: Flask's MAX_CONTENT_LENGTH from `CDS_MAX_BODY_BYTES` (413, in `create_app`);
+- body size: `CDS_MAX_BODY_BYTES` (413): a declared Content-Length by Flask's
+  MAX_CONTENT_LENGTH (set in `create_app`), a chunked body while it is read (`read_body`);
 - JSON nesting depth: `CDS_MAX_JSON_DEPTH`, on request bodies (400) and on every FHIR response
   (the key fails with "nested too deeply" → 412);
 - `context.draftOrders` entries and `context.selections` items: `CDS_MAX_DRAFT_ORDERS` (400);
@@ -15,11 +16,37 @@ from collections.abc import Mapping
 from itertools import accumulate
 from typing import Any
 
+from werkzeug.exceptions import RequestEntityTooLarge
+
 from .errors import BadRequest
 
 
 class LimitExceeded(BadRequest):
     error = "request exceeds a limit"
+
+
+_CHUNK = 64 * 1024
+
+
+def read_body(request: Any, max_bytes: int) -> bytes:
+    """The request body; 413 past `max_bytes`, whether the size was declared or not.
+
+    A declared Content-Length over the limit is refused by Flask before anything is read. A
+    chunked body (no Content-Length; the server sets `wsgi.input_terminated`) is read here up
+    to one byte past the limit: Werkzeug's own limited stream would hand back the body cut at
+    the limit, which then fails as malformed JSON (400) instead of being too large (413).
+    """
+    environ = request.environ
+    if request.content_length is not None or "wsgi.input_terminated" not in environ:
+        return request.get_data(cache=False)
+    stream = environ["wsgi.input"]
+    chunks, total = [], 0
+    while chunk := stream.read(min(_CHUNK, max_bytes + 1 - total)):
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > max_bytes:
+            raise RequestEntityTooLarge()
+    return b"".join(chunks)
 
 
 _NOISE = bytes(range(256)).translate(None, b'"[]{}')  # every byte but quotes and brackets

@@ -26,12 +26,28 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+class _MigrationSteps(logging.Filter):
+    """Of Alembic's migration log, only the steps it runs ("Running upgrade 0001 -> 0002"):
+    its notes on the dialect ("Context impl SQLiteImpl.") tell an operator nothing."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or record.getMessage().startswith("Running")
+
+
+_MIGRATION_STEPS = _MigrationSteps()
+
+
 def configure_logging(level: int = logging.INFO) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # No start-up chatter: Alembic announces each of its plugins at INFO on every start.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    migration = logging.getLogger("alembic.runtime.migration")
+    if _MIGRATION_STEPS not in migration.filters:
+        migration.addFilter(_MIGRATION_STEPS)
 
 
 _writer: _BatchWriter | None = None

@@ -31,8 +31,15 @@ def topic(card: dict) -> str:
     return card["source"]["topic"]["code"]
 
 
+SMART = {
+    "smart_client_id": "vitd-history",
+    "smart_allowed_issuers": ("https://ehr.example.org/fhir",),
+    "secret_key": "x" * 32,
+}
+
+
 def test_linked_topics_carry_the_launch_link(make_app, settings):
-    client = make_app(settings.with_overrides(public_base_url=BASE + "/")).test_client()
+    client = make_app(settings.with_overrides(public_base_url=BASE + "/", **SMART)).test_client()
     linked, unlinked = set(), set()
     for name in fixtures.names():
         for card in cards_of(client, name):
@@ -46,6 +53,15 @@ def test_linked_topics_carry_the_launch_link(make_app, settings):
                 unlinked.add(topic(card))
     # both kinds were exercised, the VKA interaction and vitamin D status cards among them
     assert {"vka-vitamin-k-interaction", "vitd-deficiency"} <= linked and unlinked
+
+
+def test_a_public_url_without_smart_launch_gives_no_link(make_app, settings):
+    """Without SMART launch /launch answers 404: a link to it would only mislead."""
+    client = make_app(settings.with_overrides(public_base_url=BASE)).test_client()
+    found = cards_of(client, "warfarin-d3k2-draft")
+    assert any(LINKED.match(topic(c)) for c in found)
+    assert all("links" not in c for c in found)
+    assert client.get("/launch").status_code == 404
 
 
 def test_no_public_url_no_link(client):

@@ -255,13 +255,20 @@ def test_cli_refuses_what_is_not_a_record(tmp_path, content):
 
 
 def test_card_link_to_the_launch_url():
-    settings = Settings(public_base_url="https://cds.example.org/")
+    settings = Settings(
+        public_base_url="https://cds.example.org/",
+        smart_client_id="vitd-history",
+        smart_allowed_issuers=("https://ehr.example.org/fhir",),
+        secret_key="s" * 32,
+    )
     assert history_link(settings) == {
         "label": "Vitamin D history",
         "url": "https://cds.example.org/launch",
         "type": "smart",
     }
     assert history_link(Settings()) is None  # no public URL: no link (never a null field)
+    # a public URL without SMART launch: /launch would answer 404, so no link either
+    assert history_link(Settings(public_base_url="https://cds.example.org/")) is None
 
 
 def test_cli_draws_a_fixture_patient_by_name(tmp_path):

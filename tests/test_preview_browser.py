@@ -199,3 +199,89 @@ def test_the_page_itself_never_injects_card_text_as_html(make_app, settings, mon
         assert not driver.find_elements(By.CSS_SELECTOR, "#cards img, #cards script")
         assert not driver.find_elements(By.CSS_SELECTOR, '#cards a[href^="javascript"]')
         assert driver.title == "vitd-cds · card preview"
+
+
+def _wait_cards(driver) -> None:
+    WebDriverWait(driver, WAIT_S).until(
+        lambda d: "card(s)" in d.find_element(By.ID, "status").text
+    )
+
+
+@pytest.mark.slow
+def test_changing_the_patient_clears_the_old_cards(make_app, settings):
+    """The warfarin warning must not stay on screen under a patient without warfarin."""
+    app = make_app(settings)
+    with LiveServer() as live, chromium() as driver:
+        live.serve(app)
+        _run(driver, live.url, "warfarin-d3k2-draft", "vitamin-d-order-sign")
+        assert _card(driver, "vka-vitamin-k-interaction")
+        save_screenshot(driver, "preview-warfarin-d3k2-draft-order-sign")
+        Select(driver.find_element(By.ID, "patient")).select_by_value("healthy-no-level")
+        assert driver.find_element(By.ID, "patient-name").text == "healthy-no-level"
+        assert driver.find_elements(By.CSS_SELECTOR, "#cards article.card") == []
+        assert driver.find_element(By.ID, "status").text == ""
+        assert driver.find_element(By.ID, "response-json").get_attribute("textContent") == ""
+        # and a new call shows the new patient's own answer
+        driver.find_element(By.ID, "run").click()
+        _wait_cards(driver)
+        topics = [c.get_attribute("data-topic") for c in driver.find_elements(By.CSS_SELECTOR, "article.card")]
+        assert "vka-vitamin-k-interaction" not in topics
+
+
+@pytest.mark.slow
+def test_an_unknown_patient_in_the_link_says_so(make_app, settings):
+    app = make_app(settings)
+    with LiveServer() as live, chromium() as driver:
+        live.serve(app)
+        driver.get(f"{live.url}/preview?patient=nobody-here&service=vitamin-d-patient-view")
+        status = driver.find_element(By.ID, "status")
+        assert 'no patient "nobody-here"' in status.text and "error" in status.get_attribute("class")
+        assert "nobody-here" in driver.find_element(By.ID, "patient-name").text
+        assert driver.find_elements(By.CSS_SELECTOR, "#patient-record li") == []
+        assert driver.find_elements(By.CSS_SELECTOR, "#cards article.card") == []
+        assert driver.find_element(By.ID, "request-json").get_attribute("textContent") == ""
+
+
+@pytest.mark.slow
+def test_dismiss_without_a_reason_sends_no_reason(make_app, settings):
+    """Not the menu's first reason: that would skew the override figures."""
+    app = make_app(settings)
+    store = app.extensions["vitd.runtime"].store
+    with LiveServer() as live, chromium() as driver:
+        live.serve(app)
+        driver.get(f"{live.url}/preview?patient=high-level-critical&service=vitamin-d-patient-view")
+        _wait_cards(driver)
+        card = _card(driver, "vitd-high-level")
+        select = Select(card.find_element(By.CSS_SELECTOR, "select.override-reason"))
+        assert select.first_selected_option.get_attribute("value") == ""
+        card.find_element(By.CSS_SELECTOR, "button.dismiss").click()
+        assert "(overridden)" in _wait_feedback(driver, card)
+        card_uuid = card.get_attribute("data-uuid")
+    (row,) = store.feedback_for_card(card_uuid)
+    assert row["outcome"] == "overridden" and row["override_reason_code"] is None
+
+
+@pytest.mark.slow
+def test_usable_at_420_px(make_app, settings):
+    app = make_app(settings)
+    with LiveServer() as live, chromium(width=420, height=900) as driver:
+        live.serve(app)
+        # headless Chromium keeps a wider minimum window: emulate the 420 px screen itself
+        driver.execute_cdp_cmd(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": 420, "height": 900, "deviceScaleFactor": 1, "mobile": False},
+        )
+        _run(driver, live.url, "warfarin-d3k2-draft", "vitamin-d-order-sign")
+        card = _card(driver, "vka-vitamin-k-interaction")
+        card.find_element(By.CSS_SELECTOR, "button.accept").click()
+        _wait_feedback(driver, card)
+        viewport = driver.execute_script("return document.documentElement.clientWidth")
+        widest = driver.execute_script(
+            "return Math.max(...[...document.querySelectorAll('body *')]"
+            ".filter(e => !e.closest('details:not([open])'))"
+            ".map(e => e.getBoundingClientRect().right))"
+        )
+        assert viewport == 420
+        assert widest <= viewport + 1, f"content {widest}px wide in a {viewport}px window"
+        assert driver.execute_script("return document.documentElement.scrollWidth") <= viewport
+        save_screenshot(driver, "preview-420px", width=420)

@@ -402,6 +402,10 @@ def read_medication(
         per_day = dosing.administrations_per_day(dosage)
         course = course or dosing.course_days(dosage)
         timings.append(dosing.plain_timing(dosage))
+        # by value: the VKA is an ingredient here, a drug class in newer facts ("vka" in both)
+        vka_mg = [s.amount for s in strengths if s.ingredient == "vka" and s.unit == "mg"]
+        if dose.count is not None and vka_mg:
+            amounts["vka"] = dose.count * sum(vka_mg)
         for family, amount in amounts.items():
             per_dose[family] = max(per_dose.get(family, 0.0), amount)
             if per_day is not None and not dosing.single_administration(dosage):
@@ -428,6 +432,7 @@ def read_medication(
         calcium_mg_per_day=dosing.combine_daily(daily.get("ca", [])),
         vitamin_k_ug_per_dose=per_dose.get("k"),
         vitamin_k_ug_per_day=dosing.combine_daily(daily.get("k", [])),
+        vka_mg_per_day=dosing.combine_daily(daily.get("vka", [])),
         course_days=course,
         dosage_text=dosage_text if isinstance(dosage_text, str) and dosage_text.strip() else None,
         authored=parse_instant(resource.get("authoredOn") or resource.get("dateWritten")),

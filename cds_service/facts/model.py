@@ -81,6 +81,7 @@ class Patient:
     age_days: int | None  # for infants (< 1 year)
     sex: str | None  # FHIR administrative gender: male | female | other | unknown
     deceased: bool
+    name: str | None = None  # for the history page's header only; never in cards or logs
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,9 @@ class Medication:
     calcium_mg_per_day: float | None = None
     vitamin_k_ug_per_dose: float | None = None
     vitamin_k_ug_per_day: float | None = None
+    # A vitamin K antagonist's mg per day, when the dose is a count of units of stated
+    # strength (the history picture shows it; no rule reads it).
+    vka_mg_per_day: float | None = None
     course_days: float | None = None  # boundsDuration / count-limited course length
     dosage_text: str | None = None  # the first dosage's text as written ("300 mg daily")
     authored: datetime | None = None

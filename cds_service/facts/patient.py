@@ -29,6 +29,7 @@ def read_patient(resource: Any, now: datetime) -> Patient | None:
     )
     gender = resource.get("gender")
     rid = resource.get("id")
+    name = display_name(resource.get("name"))
     return Patient(
         id=rid if isinstance(rid, str) else None,
         birth_date=birth,
@@ -36,4 +37,25 @@ def read_patient(resource: Any, now: datetime) -> Patient | None:
         age_days=(today - birth).days if birth else None,
         sex=gender if isinstance(gender, str) else None,
         deceased=deceased,
+        name=name,
     )
+
+
+def display_name(names: Any) -> str | None:
+    """The name to show: an official (else usual, else the first) HumanName, as its `text` or
+    given names then family; None when there is none."""
+    if not isinstance(names, list):
+        return None
+    usable = [n for n in names if isinstance(n, dict)]
+    chosen = next(
+        (n for use in ("official", "usual") for n in usable if n.get("use") == use),
+        usable[0] if usable else None,
+    )
+    if chosen is None:
+        return None
+    text = chosen.get("text")
+    if isinstance(text, str) and text.strip():
+        return " ".join(text.split())[:200]
+    given = chosen.get("given") if isinstance(chosen.get("given"), list) else []
+    parts = [p for p in (*given, chosen.get("family")) if isinstance(p, str) and p.strip()]
+    return " ".join(" ".join(parts).split())[:200] or None

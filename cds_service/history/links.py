@@ -9,9 +9,9 @@ LABEL = "Vitamin D history"
 
 
 def history_link(settings: Settings) -> dict[str, str] | None:
-    """`{"label", "url", "type": "smart"}` for a card's `links`; None (omit it) when there is no
-    public base URL to build an absolute launch URL from."""
-    url = launch_url(settings)
+    """`{"label", "url", "type": "smart"}` for a card's `links`; None (omit it) unless the SMART
+    launch is configured: without it /launch answers 404, and a link to it would only mislead."""
+    url = launch_url(settings) if settings.smart_enabled else None
     if url is None:
         return None
     return {"label": LABEL, "url": url, "type": "smart"}

@@ -10,9 +10,13 @@ from __future__ import annotations
 import calendar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from ..facts.model import DrugClass, Facts, Ingredient, Medication
 from .bands import NMOL_PER_NG, Bands
+
+if TYPE_CHECKING:  # the header's name, sex and age
+    from ..facts.model import Patient
 
 # Families shown on the timeline, in this order.
 FAMILIES = ("vitamin D", "vitamin K", "calcium", "VKA")
@@ -62,6 +66,29 @@ class Picture:
     uses: tuple[Use, ...]  # by family, then start
     vka_active: bool
     inr: tuple[InrPoint, ...] = ()  # only when a VKA is active; oldest first
+    patient: Patient | None = None
+
+    @property
+    def who(self) -> str:
+        """'Anna Example · female · 68 y' for the page's header; parts not stated are said so."""
+        p = self.patient
+        if p is None:
+            return "patient not stated"
+        return " · ".join(
+            (p.name or "name not stated", p.sex or "sex not stated", age_text(p))
+            + (("deceased",) if p.deceased else ())
+        )
+
+
+def age_text(patient: Patient) -> str:
+    """'68 y'; under two years in months ('7 mo'), under two months in days ('20 d')."""
+    if patient.age_years is None or patient.age_days is None:
+        return "age not stated"
+    if patient.age_years >= 2:
+        return f"{patient.age_years} y"
+    if patient.age_days >= 61:
+        return f"{int(patient.age_days / 30.4375)} mo"
+    return f"{patient.age_days} d"
 
 
 def _oldest_first(items, when):
@@ -81,6 +108,8 @@ def _daily(med: Medication) -> str:
         parts.append(f"{_number(med.vitamin_k_ug_per_day)} µg/day vitamin K")
     if med.calcium_mg_per_day is not None:
         parts.append(f"{_number(med.calcium_mg_per_day)} mg/day calcium")
+    if med.vka_mg_per_day is not None:
+        parts.append(f"{_number(med.vka_mg_per_day)} mg/day")
     if parts:
         return "; ".join(parts)
     return "dose not shown (anticoagulant)" if med.has(DrugClass.VKA) else "daily dose not stated"
@@ -143,6 +172,7 @@ def picture_from_facts(facts: Facts, bands: Bands) -> Picture:
         uses=tuple(uses),
         vka_active=vka_active,
         inr=inr,
+        patient=facts.patient,
     )
 
 
@@ -157,6 +187,8 @@ INR_HEIGHT = 110
 ROW = 32
 GAP = 46
 MAX_LABELLED = 16  # points with their value printed beside them
+LANE = 24  # the "not readable" lane under the 25(OH)D axis, when a result could not be read
+CHAR_W = 6.6  # width of one label character at font-size 12 (for collision checks)
 
 
 def day(value: datetime | None) -> str:
@@ -297,9 +329,14 @@ def layout(picture: Picture) -> Layout:
         + (" and INR" if picture.vka_active else ""),
         description=description,
     )
+    unreadable = any(p.ng_ml is None and p.when is not None for p in picture.levels)
+    lane_y = bottom + LANE / 2 + 2  # off the scale: never drawn at 0, in the deficient band
+    axis_labels = bottom + (LANE + 4 if unreadable and axis is not None else 0)
     out.level_panel = {
         "top": top,
         "bottom": bottom,
+        "lane_y": lane_y if unreadable and axis is not None else None,
+        "tick_label_y": axis_labels + 16,
         "left": LEFT,
         "right": WIDTH - RIGHT,
         "bands": band_rects,
@@ -315,7 +352,7 @@ def layout(picture: Picture) -> Layout:
             continue
         x = axis.x(point.when)
         if point.ng_ml is None:
-            mark = {"kind": "unreadable", "x": x, "y": bottom - 8, "label": "?"}
+            mark = {"kind": "unreadable", "x": x, "y": lane_y, "label": "?"}
             reported = " ".join(v for v in (point.raw_value, point.raw_unit) if v) or "no value"
             mark["title"] = f"{day(point.when)}: result could not be read ({reported})"
         else:
@@ -333,8 +370,9 @@ def layout(picture: Picture) -> Layout:
         mark.update({"band": point.band, "ng_ml": point.ng_ml, "date": day(point.when)})
         out.level_points.append(mark)
     out.level_line = " ".join(line)
+    _place_labels([m for m in out.level_points if m["kind"] != "unreadable"], above=9)
 
-    cursor = bottom + GAP
+    cursor = axis_labels + GAP
     if picture.vka_active:
         ratios = [p.ratio for p in picture.inr if p.ratio is not None]
         inr_max = _nice_ceiling(max([4.0, *(r * 1.1 for r in ratios)]), 1)
@@ -384,6 +422,7 @@ def layout(picture: Picture) -> Layout:
                 }
             )
         out.inr_line = " ".join(inr_line)
+        _place_labels([m for m in out.inr_points if m["kind"] != "unreadable"], above=8)
         cursor = inr_bottom + GAP
 
     rows = max(1, len(picture.uses))
@@ -415,11 +454,38 @@ def layout(picture: Picture) -> Layout:
             bar["x"], bar["width"] = start, max(round(end - start, 1), 4.0)
             bar["undated"] = False
         else:
+            # No dates: still a bar, across the whole span and drawn hatched, so a product
+            # on file (the K2 of a warfarin patient) is never missing from the picture.
+            bar["x"], bar["width"] = LEFT, float(WIDTH - RIGHT - LEFT)
             bar["undated"] = True
+            bar["open_end"] = False
         out.bars.append(bar)
     out.x_ticks = axis.ticks() if axis else []
     out.height = int(out.timeline["bottom"] + 40)
     return out
+
+
+def _place_labels(marks: list[dict], above: float) -> None:
+    """Each mark's value label above its point, or below it when that would overlap the label
+    before; a label that fits neither way is left off (the value stays in the title and in
+    the table). Sets `label_y` on every mark."""
+    placed: list[tuple[float, float, float]] = []  # (left, right, baseline) of shown labels
+    for mark in sorted(marks, key=lambda m: m["x"]):
+        mark["label_y"] = round(mark["y"] - above, 1)
+        if not mark.get("label"):
+            continue
+        half = len(mark["label"]) * CHAR_W / 2 + 2
+        left, right = mark["x"] - half, mark["x"] + half
+        for label_y in (mark["y"] - above, mark["y"] + above + 10):
+            clash = any(
+                left < r and lo < right and abs(label_y - b) < 13 for lo, r, b in placed
+            )
+            if not clash:
+                mark["label_y"] = round(label_y, 1)
+                placed.append((left, right, label_y))
+                break
+        else:
+            mark["label"] = ""
 
 
 def _range(start: float, stop: float, step: float) -> list[float]:

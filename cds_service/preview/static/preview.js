@@ -29,7 +29,20 @@
     status.className = "status " + (kind || "");
   }
 
+  // Cards belong to one patient, hook and draft: choosing another clears them (and the raw
+  // request and response), so no card is ever shown under a patient it was not made for.
+  let generation = 0; // bumped by every clear: an answer to an older call is dropped
+
+  function clearCards() {
+    generation += 1;
+    $("cards").replaceChildren();
+    $("request-json").textContent = "";
+    $("response-json").textContent = "";
+    setStatus("", "");
+  }
+
   function showPatient() {
+    clearCards();
     const p = byName.get($("patient").value);
     $("patient-name").textContent = p.name;
     $("patient-about").textContent = p.about;
@@ -161,15 +174,20 @@
     let override = null;
     const reasons = card.overrideReasons || [];
     if (card.uuid) {
+      // No reason is chosen until the user picks one: a dismissal without a reason sends none
+      // (defaulting to the first would skew the override figures).
       const select = el(
         "select",
         { class: "override-reason", "aria-label": "override reason" },
+        el("option", { value: "" }, "reason (optional)…"),
         ...reasons.map((r, i) => el("option", { value: String(i) }, r.display || r.code))
       );
       const dismiss = el("button", { type: "button", class: "dismiss" }, "Dismiss");
       dismiss.addEventListener("click", () => {
         const item = { outcome: "overridden" };
-        if (reasons.length) item.overrideReason = { reason: reasons[Number(select.value)] };
+        if (reasons.length && select.value !== "") {
+          item.overrideReason = { reason: reasons[Number(select.value)] };
+        }
         sendFeedback(service, card, item, article);
       });
       override = el("div", { class: "override" }, reasons.length ? select : null, dismiss);
@@ -201,10 +219,13 @@
       service: service,
       draft: $("draft").value,
     });
-    $("cards").replaceChildren();
+    clearCards();
+    const mine = generation;
+    const stale = () => mine !== generation;
     setStatus("calling " + service + "…", "busy");
     const built = await fetch(urls.requestUrl + "?" + params.toString());
     const request = await built.json();
+    if (stale()) return;
     if (!built.ok) {
       setStatus("could not build the request: " + (request.error || built.status), "error");
       return;
@@ -213,6 +234,7 @@
     const started = performance.now();
     const { status, payload } = await postJson(urls.servicesUrl + "/" + encodeURIComponent(service), request);
     const ms = Math.round(performance.now() - started);
+    if (stale()) return;
     $("response-json").textContent = JSON.stringify(payload, null, 2);
     if (status !== 200) {
       setStatus("HTTP " + status + ": " + (payload.error || "") + " " + (payload.details || []).join("; "), "error");
@@ -221,20 +243,37 @@
     const cards = payload.cards || [];
     const rendered = await postJson(urls.markdownUrl, { texts: cards.map((c) => c.detail || "") });
     const html = rendered.status === 200 ? rendered.payload.html : cards.map(() => "");
+    if (stale()) return;
     $("cards").replaceChildren(...cards.map((card, i) => renderCard(service, card, html[i])));
     if (!cards.length) $("cards").append(el("p", { class: "no-cards" }, "No cards: nothing to say for this patient and hook."));
     setStatus(cards.length + " card(s) in " + ms + " ms", "done");
   }
 
   $("patient").addEventListener("change", showPatient);
+  $("service").addEventListener("change", clearCards);
+  $("draft").addEventListener("change", clearCards);
   const start = (event) =>
     run(event).catch((error) => setStatus("the call failed: " + error.message, "error"));
   $("chooser").addEventListener("submit", start);
   const wanted = new URLSearchParams(window.location.search);
+  const unknown = [];
   for (const key of ["patient", "service", "draft"]) {
     const value = wanted.get(key);
-    if (value !== null && [...$(key).options].some((o) => o.value === value)) $(key).value = value;
+    if (value === null) continue;
+    if ([...$(key).options].some((o) => o.value === value)) $(key).value = value;
+    else unknown.push("no " + key + " " + JSON.stringify(value));
   }
   showPatient();
-  if (wanted.has("patient")) start(); // a link such as /preview?patient=X&service=Y shows the cards
+  if (unknown.length) {
+    // Say so rather than silently show another patient's record and cards.
+    if (unknown[0].startsWith("no patient")) {
+      $("patient-name").textContent = "Unknown patient " + JSON.stringify(wanted.get("patient"));
+      $("patient-about").textContent = "No fixture patient of that name: choose one above.";
+      $("patient-record").replaceChildren();
+      $("patient-drafts").textContent = "";
+    }
+    setStatus(unknown.join("; ") + " in this preview: choose one above", "error");
+  } else if (wanted.has("patient")) {
+    start(); // a link such as /preview?patient=X&service=Y shows the cards
+  }
 })();
