@@ -17,6 +17,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from . import api, engine, history, metrics
     from .auth import Authenticator, RedisReplayStore
     from .cards import check_templates
+    from .clients import load_clients
     from .fhir_client import FhirClient
     from .gather import GatherSettings
     from .guideline import TOPICS, load_guideline
@@ -27,6 +28,8 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     settings = settings or Settings.from_env()
     guideline = load_guideline(settings.guideline_profile)  # a bad profile stops the start
+    clients = load_clients(settings.clients_file, settings.guideline_profile)  # likewise
+    guidelines = {name: load_guideline(name) for name in sorted(clients.profiles)}
     check_templates(TOPICS)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
@@ -56,6 +59,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         gather_settings=gather_settings,
         guideline=guideline,
         history_link=history_link(settings),
+        clients=clients,
+        guidelines=guidelines,
+        snooze_days=settings.snooze_days,
     )
     replay = RedisReplayStore(settings.redis_url) if settings.redis_url else store
     app.extensions["vitd.auth"] = Authenticator(settings, replay)

@@ -115,6 +115,16 @@ def gunicorn_options(settings: Settings, reload: bool) -> dict[str, Any]:
     }
 
 
+def _check_clients(settings: Settings) -> None:
+    """CDS_CLIENTS_FILE, in the master: a bad file stops the start naming the file and key."""
+    from .clients import load_clients
+
+    try:
+        load_clients(settings.clients_file, settings.guideline_profile)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 def _run_gunicorn(settings: Settings, reload: bool) -> None:
     from gunicorn.app.base import BaseApplication
 
@@ -131,6 +141,7 @@ def _run_gunicorn(settings: Settings, reload: bool) -> None:
             load_issuers(settings.trusted_issuers_file)
         except ConfigError as exc:
             raise click.ClickException(str(exc)) from None
+    _check_clients(settings)
     store = Store(settings.database_url)
     store.migrate()  # once, in the master, so workers never race on the schema
     store.dispose()

@@ -106,6 +106,13 @@ def _redis_url(env: Mapping[str, str]) -> str | None:
     return raw or None
 
 
+def _token(env: Mapping[str, str], name: str) -> str | None:
+    raw = (env.get(name) or "").strip()
+    if raw and len(raw) < 16:
+        raise ConfigError(f"{name} must be at least 16 characters")  # not echoed: a secret
+    return raw or None
+
+
 def _port(env: Mapping[str, str], name: str, default: int) -> int:
     value = _number(env, name, default, minimum=0)
     if value != int(value) or value > 65535:
@@ -153,6 +160,10 @@ class Settings:
     preview: bool | None = None
     # Tests switch this on: every response is checked against the CDS Hooks response schema.
     validate_responses: bool = False
+    # Living with it (contract §7): client profiles, snooze window, analytics page token.
+    clients_file: str | None = None
+    snooze_days: int = 30
+    analytics_token: str | None = None
 
     @property
     def smart_enabled(self) -> bool:
@@ -200,6 +211,9 @@ class Settings:
             max_draft_orders=int(_number(env, "CDS_MAX_DRAFT_ORDERS", 100, minimum=1)),
             max_prefetch_entries=int(_number(env, "CDS_MAX_PREFETCH_ENTRIES", 5000, minimum=1)),
             preview=_flag(env, "CDS_PREVIEW", None),  # type: ignore[arg-type]
+            clients_file=env.get("CDS_CLIENTS_FILE") or None,
+            snooze_days=int(_number(env, "CDS_SNOOZE_DAYS", 30, minimum=1)),
+            analytics_token=_token(env, "CDS_ANALYTICS_TOKEN"),
         )
 
     @property

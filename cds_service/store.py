@@ -14,8 +14,8 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,10 @@ issued_card = sa.Table(
     sa.Column("topic", sa.String(64)),
     sa.Column("indicator", sa.String(16), nullable=False),
     sa.Column("issued_at", sa.DateTime(timezone=True), nullable=False),
+    # migration 0004: the client's name, a one-way patient key, NULL (shown) or why withheld
+    sa.Column("client", sa.String(128)),
+    sa.Column("patient_key", sa.String(64)),
+    sa.Column("disposition", sa.String(16)),
 )
 
 feedback = sa.Table(
@@ -62,6 +66,27 @@ jwt_replay = sa.Table(
     sa.Column("expires_at", sa.BigInteger, nullable=False, index=True),
 )
 
+# Patient-view topics put off by an `overridden` feedback with a snooze reason (contract §7).
+snooze = sa.Table(
+    "snooze",
+    metadata,
+    sa.Column("key_hash", sa.String(64), primary_key=True),  # (client, patient, topic)
+    sa.Column("topic", sa.String(64), nullable=False),
+    sa.Column("client", sa.String(128), nullable=False),
+    sa.Column("reason", sa.String(64), nullable=False),
+    sa.Column("set_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("until", sa.DateTime(timezone=True), nullable=False),
+)
+
+# Cards shown at order-select, for the de-duplication at order-sign (contract §7).
+shown_card = sa.Table(
+    "shown_card",
+    metadata,
+    sa.Column("key_hash", sa.String(64), primary_key=True),  # (client, patient, user, card)
+    sa.Column("drafts", sa.Text, nullable=False),  # JSON list of the selected drafts' digests
+    sa.Column("shown_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 PURGE_EVERY = 256  # accepted tokens between two deletions of expired replay rows
 _REMEMBER_SQL = (
     "INSERT INTO jwt_replay (token_digest, expires_at) VALUES (?, ?) "
@@ -75,6 +100,20 @@ def normalise_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
     return url
+
+
+def patient_key(patient_id: str) -> str:
+    """A one-way key of a patient id: the store counts and snoozes by it, never the id."""
+    return hashlib.sha256(f"vitd-cds patient\x00{patient_id}".encode()).hexdigest()
+
+
+def snooze_key(client: str, patient_key: str, topic: str) -> str:
+    return hashlib.sha256(f"{client}\x00{patient_key}\x00{topic}".encode()).hexdigest()
+
+
+def _utc(value: datetime) -> datetime:
+    """SQLite keeps no zone: values were written as UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def item_hash(service_id: str, item: Mapping[str, Any]) -> str:
@@ -131,8 +170,17 @@ class Store:
         return dialect_insert(table)
 
     def record_cards(
-        self, service_id: str, cards: Sequence[Mapping], *, issued_at: datetime
+        self,
+        service_id: str,
+        cards: Sequence[Mapping],
+        *,
+        issued_at: datetime,
+        client: str | None = None,
+        patient_key: str | None = None,
+        dispositions: Mapping[str, str] | None = None,
     ) -> None:
+        """`dispositions`: card uuid -> why it was withheld (silent, suppressed, ...)."""
+        withheld = dispositions or {}
         rows = [
             {
                 "card_uuid": card["uuid"],
@@ -140,6 +188,9 @@ class Store:
                 "topic": card.get("source", {}).get("topic", {}).get("code"),
                 "indicator": card["indicator"],
                 "issued_at": issued_at,
+                "client": client,
+                "patient_key": patient_key,
+                "disposition": withheld.get(card["uuid"]),
             }
             for card in cards
         ]
@@ -218,6 +269,120 @@ class Store:
                 )
                 topics = {uuid: topic for uuid, topic in connection.execute(query)}
         return [(topics.get(row["card_uuid"]), row["outcome"]) for row in new]
+
+    # --- snooze (contract §7) -----------------------------------------------------------------
+
+    def snooze_from_feedback(
+        self,
+        service_id: str,
+        items: Sequence[Mapping],
+        *,
+        received_at: datetime,
+        days: Mapping[tuple[str, str], int],
+        never: Callable[[str, str], bool],
+    ) -> int:
+        """Snooze the topic of each `overridden` item whose reason is a key of `days` (system,
+        code), for the card's patient and client, until `received_at` + that many days.
+
+        Only cards this store recorded as shown by `service_id` count; `never(topic,
+        indicator)` names cards that are never snoozed. A repeat keeps the later end. Returns
+        the number of items that set (or extended) a snooze.
+        """
+        wanted: dict[str, tuple[str, str]] = {}
+        for item in items:
+            reason = (item.get("overrideReason") or {}).get("reason") or {}
+            key = (reason.get("system"), reason.get("code"))
+            if item.get("outcome") == "overridden" and key in days:
+                wanted[item["card"]] = key  # type: ignore[assignment]
+        if not wanted:
+            return 0
+        query = sa.select(
+            issued_card.c.card_uuid,
+            issued_card.c.topic,
+            issued_card.c.indicator,
+            issued_card.c.client,
+            issued_card.c.patient_key,
+        ).where(
+            issued_card.c.card_uuid.in_(sorted(wanted)),
+            issued_card.c.service_id == service_id,
+            issued_card.c.disposition.is_(None),
+            issued_card.c.patient_key.is_not(None),
+        )
+        count = 0
+        with self.engine.begin() as connection:
+            for uuid, topic, indicator, client, patient_key in connection.execute(query).all():
+                if topic is None or never(topic, indicator):
+                    continue
+                reason = wanted[uuid]
+                until = received_at + timedelta(days=days[reason])
+                statement = self._insert(snooze).values(
+                    key_hash=snooze_key(client or "", patient_key, topic),
+                    topic=topic,
+                    client=client or "",
+                    reason=reason[1],
+                    set_at=received_at,
+                    until=until,
+                )
+                statement = statement.on_conflict_do_update(
+                    index_elements=["key_hash"],
+                    set_={
+                        "reason": statement.excluded.reason,
+                        "set_at": statement.excluded.set_at,
+                        "until": sa.case(
+                            (snooze.c.until > statement.excluded.until, snooze.c.until),
+                            else_=statement.excluded.until,
+                        ),
+                    },
+                )
+                connection.execute(statement)
+                count += 1
+        return count
+
+    def snoozes(
+        self, client: str, patient_key: str, topics: Sequence[str], now: datetime
+    ) -> dict[str, datetime]:
+        """Topics snoozed now for this client and patient -> when the snooze was set."""
+        keys = {snooze_key(client, patient_key, topic): topic for topic in topics}
+        if not keys:
+            return {}
+        query = sa.select(snooze.c.key_hash, snooze.c.set_at, snooze.c.until).where(
+            snooze.c.key_hash.in_(sorted(keys))
+        )
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).all()
+        return {
+            keys[key]: _utc(set_at) for key, set_at, until in rows if _utc(until) > now
+        }
+
+    # --- de-duplication at signing (contract §7) --------------------------------------------
+
+    def remember_shown(self, shown: Mapping[str, Sequence[str]], *, shown_at: datetime) -> None:
+        """`shown`: key of (client, patient, user, card content) -> digests of its drafts."""
+        if not shown:
+            return
+        statement = self._insert(shown_card)
+        statement = statement.on_conflict_do_update(
+            index_elements=["key_hash"],
+            set_={"drafts": statement.excluded.drafts, "shown_at": statement.excluded.shown_at},
+        )
+        rows = [
+            {"key_hash": key, "drafts": json.dumps(sorted(drafts)), "shown_at": shown_at}
+            for key, drafts in shown.items()
+        ]
+        with self.engine.begin() as connection:
+            connection.execute(statement, rows)
+
+    def shown_since(self, keys: Sequence[str], since: datetime) -> dict[str, frozenset[str]]:
+        """Of `keys`, those shown at or after `since` -> the digests of their drafts."""
+        if not keys:
+            return {}
+        query = sa.select(shown_card.c.key_hash, shown_card.c.drafts).where(
+            shown_card.c.key_hash.in_(sorted(set(keys))), shown_card.c.shown_at >= since
+        )
+        with self.engine.connect() as connection:
+            return {
+                key: frozenset(json.loads(drafts)) for key, drafts in connection.execute(query)
+            }
 
     def remember_token(self, digest: str, expires_at: float) -> bool:
         """Record an accepted JWT id until `expires_at` (epoch s); False if already recorded."""
