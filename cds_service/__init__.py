@@ -14,7 +14,7 @@ __all__ = ["Settings", "create_app"]
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the app from `settings` (default: the environment), with its store and FHIR client."""
-    from . import api, engine, history, metrics
+    from . import analytics, api, engine, history, metrics
     from .auth import Authenticator, RedisReplayStore
     from .cards import check_templates
     from .clients import load_clients
@@ -70,6 +70,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     api.register(app)
     history.register(app, settings, runtime)
     metrics.install(app, app_metrics)
+    analytics.register(app, settings, runtime)
     from . import preview
 
     preview.register(app, settings)
