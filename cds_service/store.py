@@ -87,6 +87,36 @@ shown_card = sa.Table(
     sa.Column("shown_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+# Roll-ups for the analytics report (analytics.py), kept in the transaction that writes the
+# cards or the feedback they count: a year of a hospital reports without reading its rows.
+card_rollup = sa.Table(
+    "card_rollup",
+    metadata,
+    sa.Column("day", sa.String(10), primary_key=True),
+    sa.Column("topic", sa.String(64), primary_key=True),
+    sa.Column("client", sa.String(128), primary_key=True),
+    sa.Column("disposition", sa.String(16), primary_key=True),
+    sa.Column("n", sa.BigInteger, nullable=False),
+)
+card_patient = sa.Table(
+    "card_patient",
+    metadata,
+    sa.Column("topic", sa.String(64), primary_key=True),
+    sa.Column("client", sa.String(128), primary_key=True),
+    sa.Column("patient_key", sa.String(64), primary_key=True),
+    sa.Column("last_at", sa.DateTime(timezone=True), nullable=False),
+)
+feedback_rollup = sa.Table(
+    "feedback_rollup",
+    metadata,
+    sa.Column("day", sa.String(10), primary_key=True),
+    sa.Column("topic", sa.String(64), primary_key=True),
+    sa.Column("client", sa.String(128), primary_key=True),
+    sa.Column("outcome", sa.String(16), primary_key=True),
+    sa.Column("reason", sa.String(256), primary_key=True),
+    sa.Column("n", sa.BigInteger, nullable=False),
+)
+
 PURGE_EVERY = 256  # accepted tokens between two deletions of expired replay rows
 _REMEMBER_SQL = (
     "INSERT INTO jwt_replay (token_digest, expires_at) VALUES (?, ?) "
@@ -203,6 +233,92 @@ class Store:
         if rows:
             with self.engine.begin() as connection:
                 connection.execute(self._insert(issued_card).on_conflict_do_nothing(), rows)
+                self._roll_up_cards(connection, rows)
+
+    def _roll_up_cards(self, connection: sa.Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Add `rows` to `card_rollup` and `card_patient` (keys sorted: concurrent writers
+        take row locks in one order)."""
+        counts: dict[tuple[str, str, str, str], int] = {}
+        patients: dict[tuple[str, str, str], datetime] = {}
+        for row in rows:
+            topic, client = row.get("topic") or "", row.get("client") or ""
+            at = _utc(row["issued_at"]).astimezone(UTC)
+            key = (at.date().isoformat(), topic, client, row.get("disposition") or "")
+            counts[key] = counts.get(key, 0) + 1
+            if row.get("patient_key") and not row.get("disposition"):
+                pkey = (topic, client, row["patient_key"])
+                patients[pkey] = max(at, patients.get(pkey, at))
+        add = self._insert(card_rollup)
+        add = add.on_conflict_do_update(
+            index_elements=["day", "topic", "client", "disposition"],
+            set_={"n": card_rollup.c.n + add.excluded.n},
+        )
+        connection.execute(
+            add,
+            [
+                {"day": d, "topic": t, "client": c, "disposition": s, "n": n}
+                for (d, t, c, s), n in sorted(counts.items())
+            ],
+        )
+        if patients:
+            seen = self._insert(card_patient)
+            seen = seen.on_conflict_do_update(
+                index_elements=["topic", "client", "patient_key"],
+                set_={
+                    "last_at": sa.case(
+                        (card_patient.c.last_at > seen.excluded.last_at, card_patient.c.last_at),
+                        else_=seen.excluded.last_at,
+                    )
+                },
+            )
+            connection.execute(
+                seen,
+                [
+                    {"topic": t, "client": c, "patient_key": p, "last_at": at}
+                    for (t, c, p), at in sorted(patients.items())
+                ],
+            )
+
+    def _roll_up_feedback(
+        self, connection: sa.Connection, new: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Add newly stored feedback items on cards shown here to `feedback_rollup`, by the
+        day their card was issued."""
+        uuids = sorted({row["card_uuid"] for row in new})
+        if not uuids:
+            return
+        query = sa.select(
+            issued_card.c.card_uuid, issued_card.c.issued_at, issued_card.c.topic,
+            issued_card.c.client,
+        ).where(issued_card.c.card_uuid.in_(uuids), issued_card.c.disposition.is_(None))
+        cards = {uuid: (at, t, c) for uuid, at, t, c in connection.execute(query)}
+        counts: dict[tuple[str, str, str, str, str], int] = {}
+        for row in new:
+            if row["card_uuid"] not in cards:
+                continue
+            at, topic, client = cards[row["card_uuid"]]
+            key = (
+                _utc(at).astimezone(UTC).date().isoformat(),
+                topic or "",
+                client or "",
+                row["outcome"],
+                row.get("override_reason_code") or "",
+            )
+            counts[key] = counts.get(key, 0) + 1
+        if not counts:
+            return
+        add = self._insert(feedback_rollup)
+        add = add.on_conflict_do_update(
+            index_elements=["day", "topic", "client", "outcome", "reason"],
+            set_={"n": feedback_rollup.c.n + add.excluded.n},
+        )
+        connection.execute(
+            add,
+            [
+                {"day": d, "topic": t, "client": c, "outcome": o, "reason": r, "n": n}
+                for (d, t, c, o, r), n in sorted(counts.items())
+            ],
+        )
 
     def record_in_background(self, *, interval_s: float = 0.2) -> None:
         """From now on `record_cards` only queues; one thread writes the queue in batches.
@@ -261,6 +377,7 @@ class Store:
             for row in rows.values():  # one by one: a returned id means the row is new
                 if connection.execute(statement, row).all():
                     new.append(row)
+            self._roll_up_feedback(connection, new)
             uuids = sorted({row["card_uuid"] for row in new})
             topics: dict[str, str | None] = {}
             if uuids:

@@ -188,3 +188,43 @@ def test_the_analytics_page_in_a_browser(make_app, settings, tmp_path):
         bars = driver.find_elements(By.CSS_SELECTOR, "#reasons rect")
         assert len(bars) == 2
         save_screenshot(driver, "analytics")
+
+
+def test_cards_stored_before_the_roll_ups_are_counted_after_the_migration(tmp_path):
+    from importlib import resources
+
+    import sqlalchemy as sa
+    from alembic import command
+    from alembic.config import Config
+
+    from cds_service.store import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'old.sqlite3'}")
+    config = Config()
+    config.set_main_option("script_location", str(resources.files("cds_service").joinpath("migrations")))
+    with store.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0003")
+        connection.execute(
+            sa.text(
+                "INSERT INTO issued_card (card_uuid, service_id, topic, indicator, issued_at) VALUES "
+                "('c1', 'vitamin-d-patient-view', 'vitd-deficiency', 'warning', '2026-11-03 10:00:00.000000'),"
+                "('c2', 'vitamin-d-patient-view', 'vitd-deficiency', 'warning', '2026-11-04 10:00:00.000000')"
+            )
+        )
+        connection.execute(
+            sa.text(
+                "INSERT INTO feedback (item_hash, service_id, card_uuid, outcome, override_reason_code,"
+                " outcome_timestamp, received_at) VALUES ('h1', 'vitamin-d-patient-view', 'c2',"
+                " 'overridden', 'treated-elsewhere', '2026-11-04T10:00:00Z', '2026-11-04 10:00:00.000000')"
+            )
+        )
+    try:
+        store.migrate()
+        report = analytics.build_report(store, T0, T0 + timedelta(days=7)).as_dict()
+    finally:
+        store.dispose()
+    row = _row(report, "vitd-deficiency")
+    assert (row["client"], row["issued"], row["overridden"], row["reasons"]) == (
+        "(unrecorded)", 2, 1, {"treated-elsewhere": 1}
+    )

@@ -44,9 +44,56 @@ def upgrade() -> None:
         sa.Column("shown_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("ix_shown_card_shown_at", "shown_card", ["shown_at"])
+    # Roll-ups the analytics report reads instead of millions of rows (store.py keeps them).
+    op.create_table(
+        "card_rollup",
+        sa.Column("day", sa.String(10), primary_key=True),  # UTC date of issue, YYYY-MM-DD
+        sa.Column("topic", sa.String(64), primary_key=True),
+        sa.Column("client", sa.String(128), primary_key=True),
+        sa.Column("disposition", sa.String(16), primary_key=True),  # "" when shown
+        sa.Column("n", sa.BigInteger, nullable=False),
+    )
+    op.create_table(
+        "card_patient",
+        sa.Column("topic", sa.String(64), primary_key=True),
+        sa.Column("client", sa.String(128), primary_key=True),
+        sa.Column("patient_key", sa.String(64), primary_key=True),
+        sa.Column("last_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    op.create_index("ix_card_patient_last_at", "card_patient", ["last_at"])
+    op.create_table(
+        "feedback_rollup",
+        sa.Column("day", sa.String(10), primary_key=True),  # UTC date the card was issued
+        sa.Column("topic", sa.String(64), primary_key=True),
+        sa.Column("client", sa.String(128), primary_key=True),
+        sa.Column("outcome", sa.String(16), primary_key=True),
+        sa.Column("reason", sa.String(256), primary_key=True),  # "" without one
+        sa.Column("n", sa.BigInteger, nullable=False),
+    )
+    # Cards and feedback stored before this revision: into the roll-ups once.
+    if op.get_bind().dialect.name == "postgresql":
+        day = "to_char(timezone('UTC', c.issued_at), 'YYYY-MM-DD')"
+    else:
+        day = "substr(c.issued_at, 1, 10)"
+    op.execute(
+        f"INSERT INTO card_rollup (day, topic, client, disposition, n) "
+        f"SELECT {day}, coalesce(c.topic, ''), '', '', count(*) FROM issued_card c "
+        f"GROUP BY {day}, coalesce(c.topic, '')"
+    )
+    op.execute(
+        f"INSERT INTO feedback_rollup (day, topic, client, outcome, reason, n) "
+        f"SELECT {day}, coalesce(c.topic, ''), '', f.outcome, "
+        f"coalesce(f.override_reason_code, ''), count(*) "
+        f"FROM feedback f JOIN issued_card c ON c.card_uuid = f.card_uuid "
+        f"GROUP BY {day}, coalesce(c.topic, ''), f.outcome, coalesce(f.override_reason_code, '')"
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("feedback_rollup")
+    op.drop_index("ix_card_patient_last_at", "card_patient")
+    op.drop_table("card_patient")
+    op.drop_table("card_rollup")
     op.drop_index("ix_shown_card_shown_at", "shown_card")
     op.drop_table("shown_card")
     op.drop_index("ix_snooze_until", "snooze")
