@@ -14,8 +14,10 @@ In a fresh schema of the database at `--url` (dropped at the end unless `--keep`
    cards over 365 days across 15 topics, 3 clients, 60,000 patients (2% silent, 1% snoozed),
    and `--feedback` feedback items on them (a third accepted, the rest overridden with five
    reasons), then ANALYZE;
-3. measure the same three figures again ("after"), and `cds-service report --since 365d`'s
-   aggregation (`analytics.build_report`, then the HTML rendering) three times.
+3. measure the same figures again ("after"), and `cds-service report --since 365d`'s
+   aggregation (`analytics.build_report`, then the HTML rendering) three times;
+4. measure an empty store once more ("control"): the machine is shared, and a control taken
+   last tells the load of the moment from the size of the store.
 
 Figures are printed (median and p95 of the per-call times), never asserted.
 """
@@ -215,6 +217,23 @@ def main() -> None:
                 f"{total:.2f} s with the HTML ({len(report.rows)} rows, "
                 f"{len(report.weeks)} weekly points, {len(page):,} bytes)"
             )
+        # The machine is shared: an empty store measured again now tells load from size.
+        control = f"bench_{uuid.uuid4().hex[:10]}"
+        with admin.begin() as connection:
+            connection.execute(sa.text(f'CREATE SCHEMA "{control}"'))
+        other = create_app(
+            Settings(database_url=f"{args.url}{sep}options=-csearch_path%3D{control}",
+                     auth_disabled=True)
+        )
+        try:
+            again = measure(other.extensions["vitd.runtime"].store, other, args.calls)
+            for name, samples in again.items():
+                print(f"control (empty store, measured last)  {name}: {_ms(samples)}")
+        finally:
+            other.extensions["vitd.runtime"].fhir.close()
+            other.extensions["vitd.runtime"].store.dispose()
+            with admin.begin() as connection:
+                connection.execute(sa.text(f'DROP SCHEMA "{control}" CASCADE'))
     finally:
         app.extensions["vitd.runtime"].fhir.close()
         store.dispose()
