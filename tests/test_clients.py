@@ -250,3 +250,23 @@ def test_shadow_mode_records_and_counts_silent_cards_but_never_returns_them(two_
         topic="vitd-deficiency",
         indicator="warning",
     ) == 1
+
+
+def test_a_snooze_is_per_client(two_issuer_app):
+    client = two_issuer_app.test_client()
+    card = by_topic(call(client, A, ISS))["vitd-deficiency"]
+    url = f"{PUBLIC_BASE}/cds-services/vitamin-d-patient-view/feedback"
+    item = {
+        "card": card["uuid"],
+        "outcome": "overridden",
+        "outcomeTimestamp": "2026-11-01T09:00:00Z",
+        "overrideReason": {"reason": {"system": "urn:vitd-cds:override-reason", "code": "snooze-30d"}},
+    }
+    reply = client.post(
+        "/cds-services/vitamin-d-patient-view/feedback",
+        json={"feedback": [item]},
+        headers={"Authorization": f"Bearer {A.sign(iss=ISS, aud=url)}"},
+    )
+    assert reply.status_code == 200
+    assert "vitd-deficiency" not in by_topic(call(client, A, ISS))
+    assert "vitd-deficiency" in by_topic(call(client, B, OTHER_ISS))
