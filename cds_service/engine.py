@@ -183,7 +183,11 @@ def _deduplicated(
     }
     if hook == "order-select":
         drafts = profiles.draft_digests(request, selected_only=True)
-        runtime.store.remember_shown({key: drafts for key in keys.values()}, shown_at=now)
+        runtime.store.remember_shown(
+            {key: drafts for key in keys.values()},
+            shown_at=now,
+            keep=timedelta(hours=profiles.DEDUPE_HOURS),
+        )
         return {}
     drafts = profiles.draft_digests(request, selected_only=False)
     since = now - timedelta(hours=profiles.DEDUPE_HOURS)

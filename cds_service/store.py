@@ -473,10 +473,16 @@ class Store:
 
     # --- de-duplication at signing (contract §7) --------------------------------------------
 
-    def remember_shown(self, shown: Mapping[str, Sequence[str]], *, shown_at: datetime) -> None:
-        """`shown`: key of (client, patient, user, card content) -> digests of its drafts."""
+    def remember_shown(
+        self, shown: Mapping[str, Sequence[str]], *, shown_at: datetime, keep: timedelta
+    ) -> None:
+        """`shown`: key of (client, patient, user, card content) -> digests of its drafts.
+        Every PURGE_EVERY calls, rows older than `keep` and ended snoozes are deleted."""
         if not shown:
             return
+        self._shown_calls = getattr(self, "_shown_calls", 0) + 1
+        if self._shown_calls % PURGE_EVERY == 0:
+            self.purge_living(shown_at, keep)
         statement = self._insert(shown_card)
         statement = statement.on_conflict_do_update(
             index_elements=["key_hash"],
@@ -488,6 +494,15 @@ class Store:
         ]
         with self.engine.begin() as connection:
             connection.execute(statement, rows)
+
+    def purge_living(self, now: datetime, keep: timedelta) -> tuple[int, int]:
+        """Forget shown cards older than `keep` and snoozes that ended: (shown, snoozes)."""
+        with self.engine.begin() as connection:
+            shown = connection.execute(
+                sa.delete(shown_card).where(shown_card.c.shown_at < now - keep)
+            ).rowcount
+            ended = connection.execute(sa.delete(snooze).where(snooze.c.until <= now)).rowcount
+        return shown, ended
 
     def shown_since(self, keys: Sequence[str], since: datetime) -> dict[str, frozenset[str]]:
         """Of `keys`, those shown at or after `since` -> the digests of their drafts."""

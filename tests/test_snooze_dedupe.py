@@ -203,3 +203,27 @@ def test_dedupe_needs_the_same_draft_content_and_the_same_user(dedupe_app):
     assert order(client, "vitamin-d-order-sign", [changed]) == ["vitd-high-dose"]
     assert order(client, "vitamin-d-order-sign", [DRAFT], user="Practitioner/doc-2") == ["vitd-high-dose"]
     assert order(client, "vitamin-d-order-sign", [DRAFT]) == []
+
+
+def test_shown_cards_past_12_hours_and_ended_snoozes_are_purged(dedupe_app, monkeypatch):
+    from cds_service import store as store_module
+
+    monkeypatch.setattr(store_module, "PURGE_EVERY", 2)
+    client = dedupe_app.test_client()
+    runtime = dedupe_app.extensions["vitd.runtime"]
+    override(client, view(client)["vitd-deficiency"], "snooze-30d")
+    assert order(client, "vitamin-d-order-select", [DRAFT]) == ["vitd-high-dose"]
+    import sqlalchemy as sa
+
+    def counts():
+        with runtime.store.engine.connect() as connection:
+            return tuple(
+                connection.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar()
+                for t in ("shown_card", "snooze")
+            )
+
+    assert counts() == (1, 1)
+    runtime.clock.now = T0 + timedelta(days=30)  # the snooze has ended, the card is old
+    other = {**DRAFT, "id": "d2"}
+    assert order(client, "vitamin-d-order-select", [other]) == ["vitd-high-dose"]  # 2nd call: purge
+    assert counts() == (1, 0)  # only the card just shown is left
