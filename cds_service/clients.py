@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ConfigError
-from .guideline import PROFILES, TOPICS
+from .guideline import PROFILES
 
 HOOKS = ("patient-view", "order-select", "order-sign")
 DETAILS = ("markdown", "text")
@@ -73,6 +73,19 @@ class Clients:
         return (self.default.name, *(c.name for c in self.by_issuer.values()))
 
 
+def known_topics() -> tuple[str, ...]:
+    """Every topic a rule can raise. Since issue 16 the rule modules declare them
+    (`rules.TOPIC_IDS`); before it, `guideline.TOPICS` listed them."""
+    from . import rules
+
+    ids = getattr(rules, "TOPIC_IDS", None)
+    if ids is None:
+        from . import guideline
+
+        ids = guideline.TOPICS
+    return tuple(ids)
+
+
 def default_clients(guideline_profile: str = "default") -> Clients:
     return Clients(ClientProfile(profile=guideline_profile), {})
 
@@ -121,7 +134,9 @@ def _entry(where: str, raw: Any, base: ClientProfile, allowed_keys: tuple[str, .
             raise ConfigError(f'{where}: detail must be "markdown" or "text"')
         changes["detail"] = raw["detail"]
     if "silent_topics" in raw:
-        changes["silent_topics"] = _strings(where, "silent_topics", raw["silent_topics"], TOPICS)
+        changes["silent_topics"] = _strings(
+            where, "silent_topics", raw["silent_topics"], known_topics()
+        )
     if "dedupe_order_sign" in raw:
         if not isinstance(raw["dedupe_order_sign"], bool):
             raise ConfigError(f"{where}: dedupe_order_sign must be true or false")
