@@ -28,13 +28,13 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     settings = settings or Settings.from_env()
     guideline = load_guideline(settings.guideline_profile)  # a bad profile stops the start
-    clients = load_clients(settings.clients_file, settings.guideline_profile)  # likewise
-    guidelines = {name: load_guideline(name) for name in sorted(clients.profiles)}
     check_templates(TOPICS)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json = OrjsonProvider(app)
 
+    clients = load_clients(settings.clients_file, settings.guideline_profile)  # a bad file too
+    guidelines = {name: load_guideline(name) for name in sorted(clients.profiles)}
     store = Store(settings.database_url)
     if settings.migrate_on_start:
         store.migrate()
