@@ -16,9 +16,10 @@ READINESS_WAIT_S = 0.8  # the background database check's own wait (readiness.py
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the app from `settings` (default: the environment), with its store and FHIR client."""
-    from . import api, engine, history, home, metrics
+    from . import analytics, api, engine, history, home, metrics
     from .auth import Authenticator, RedisReplayStore
     from .cards import check_templates
+    from .clients import load_clients
     from .fhir_client import FhirClient
     from .gather import GatherSettings
     from .guideline import load_guideline
@@ -36,6 +37,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json = OrjsonProvider(app)
 
+    clients = load_clients(settings.clients_file, settings.guideline_profile)  # a bad file too
+    guidelines = {name: load_guideline(name) for name in sorted(clients.profiles)}
     store = Store(settings.database_url, settings.store_limits)
     if settings.migrate_on_start:
         store.migrate()
@@ -64,6 +67,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         gather_settings=gather_settings,
         guideline=guideline,
         history_link=history_link(settings),
+        clients=clients,
+        guidelines=guidelines,
+        snooze_days=settings.snooze_days,
     )
     checks = {"database": lambda: store.check(wait_s=READINESS_WAIT_S)}
     replay = store
@@ -82,6 +88,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     home.register(app)
     history.register(app, settings, runtime)
     metrics.install(app, app_metrics)
+    analytics.register(app, settings, runtime)
     from . import preview
 
     preview.register(app, settings)

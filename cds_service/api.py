@@ -10,13 +10,12 @@ import logging
 import re
 import time
 import traceback
-from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Flask, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from . import arrival, engine, ids, limits, metrics, openapi
+from . import arrival, engine, ids, limits, metrics, openapi, profiles
 from .auth import Authenticator, AuthRejected, Caller
 from .config import Settings
 from .errors import ApiError, BadRequest, NotFound, ServiceBusy, UnsupportedMediaType
@@ -101,12 +100,21 @@ def call_service(service_id: str):
     )
     if time.monotonic() - g.arrived > settings.fhir_budget_s:  # queued past its budget
         raise ServiceBusy(details=["the call waited past its time budget; nothing was done"])
+    runtime = _runtime()
+    client = runtime.clients.for_caller(caller.issuer, caller.tenant)
     outcome = engine.respond(
-        spec, body, _runtime(), datetime.now(UTC), tenant=caller.tenant, arrived=g.arrived
+        spec,
+        body,
+        runtime,
+        runtime.clock(),
+        tenant=caller.tenant,
+        arrived=g.arrived,
+        client=client,
     )
     g.card_count = len(outcome.response["cards"])
     g.card_topics = _topics(outcome.response["cards"])
     metrics.cards_returned(spec.id, outcome.response["cards"])
+    metrics.cards_withheld(spec.id, outcome.withheld)
     if _settings().validate_responses:
         check("response", outcome.response, "the service built an invalid response")
     return jsonify(outcome.response)
@@ -115,10 +123,20 @@ def call_service(service_id: str):
 @bp.post("/cds-services/<service_id>/feedback")
 def feedback(service_id: str):
     spec, body, _caller_ = _checked(service_id, "feedback", "invalid feedback")
+    runtime = _runtime()
+    received_at = runtime.clock()
     try:
-        outcomes = _runtime().store.save_feedback_outcomes(
-            spec.id, body["feedback"], received_at=datetime.now(UTC)
+        outcomes = runtime.store.save_feedback_outcomes(
+            spec.id, body["feedback"], received_at=received_at
         )
+        if spec.hook == "patient-view":
+            runtime.store.snooze_from_feedback(
+                spec.id,
+                body["feedback"],
+                received_at=received_at,
+                days=profiles.snooze_days(runtime.snooze_days),
+                never=profiles.never_snoozed,
+            )
     except Exception as exc:  # StoreUnavailable (no answer in time) or the driver's error
         log.warning("could not store feedback", extra={"cause": describe_error(exc)})
         return _error(

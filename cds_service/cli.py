@@ -151,6 +151,16 @@ def gunicorn_options(settings: Settings, reload: bool) -> dict[str, Any]:
     }
 
 
+def _check_clients(settings: Settings) -> None:
+    """CDS_CLIENTS_FILE, in the master: a bad file stops the start naming the file and key."""
+    from .clients import load_clients
+
+    try:
+        load_clients(settings.clients_file, settings.guideline_profile)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 def _run_gunicorn(settings: Settings, reload: bool) -> None:
     from gunicorn.app.base import BaseApplication
 
@@ -171,6 +181,7 @@ def _run_gunicorn(settings: Settings, reload: bool) -> None:
                 raise click.ClickException(str(exc)) from None
         for message in startup_warnings(settings, issuers):  # once, here; not per worker
             logging.getLogger("cds_service.auth").warning(message)
+    _check_clients(settings)
     _migrate_or_exit(settings)  # once, in the master, so workers never race on the schema
     _few_malloc_arenas()  # inherited by the workers
     _announce(settings)
@@ -856,6 +867,54 @@ def history(patient: str, out: Path, profile: str | None) -> None:
         f"wrote {out}: {len(picture.levels)} 25(OH)D result(s), {len(picture.uses)} product "
         f"use(s){f', {len(picture.inr)} INR result(s)' if picture.vka_active else ''}"
     )
+
+
+@main.command()
+@click.option(
+    "--since",
+    default="30d",
+    show_default=True,
+    help="Start of the period: 30d, 12w, 365d, or a date (2026-01-01, UTC).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "html"]),
+    default="text",
+    show_default=True,
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Write the report to this file instead of printing it.",
+)
+def report(since: str, fmt: str, out: Path | None) -> None:
+    """Cards, patients, feedback and rates per topic and client, from the store ($DATABASE_URL)."""
+    from datetime import UTC, datetime
+
+    from . import analytics
+    from .store import Store
+
+    now = datetime.now(UTC)
+    try:
+        start = analytics.parse_since(since, now)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from None
+    settings = _settings()
+    store = Store(settings.database_url)
+    try:
+        if settings.migrate_on_start:
+            store.migrate()
+        text = analytics.RENDERERS[fmt](analytics.build_report(store, start, now))
+    except Exception as exc:  # the store: its URL may hold a password, so not echoed
+        raise click.ClickException(f"cannot read the store: {type(exc).__name__}") from None
+    finally:
+        store.dispose()
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+        click.echo(f"wrote {out} ({fmt})")
 
 
 if __name__ == "__main__":  # pragma: no cover

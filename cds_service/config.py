@@ -118,6 +118,13 @@ def _redis_url(env: Mapping[str, str]) -> str | None:
     return raw or None
 
 
+def _token(env: Mapping[str, str], name: str) -> str | None:
+    raw = (env.get(name) or "").strip()
+    if raw and len(raw) < 16:
+        raise ConfigError(f"{name} must be at least 16 characters")  # not echoed: a secret
+    return raw or None
+
+
 def _port(env: Mapping[str, str], name: str, default: int) -> int:
     value = _number(env, name, default, minimum=0)
     if value != int(value) or value > 65535:
@@ -189,6 +196,10 @@ class Settings:
     preview: bool | None = None
     # Tests switch this on: every response is checked against the CDS Hooks response schema.
     validate_responses: bool = False
+    # Living with it (contract §7): client profiles, snooze window, analytics page token.
+    clients_file: str | None = None
+    snooze_days: int = 30
+    analytics_token: str | None = None
 
     @property
     def public_base_urls(self) -> tuple[str, ...]:
@@ -256,6 +267,9 @@ class Settings:
             fhir_max_held_bytes=int(
                 _number(env, "CDS_FHIR_MAX_HELD_BYTES", 32 * 1024 * 1024, minimum=1024)
             ),
+            clients_file=env.get("CDS_CLIENTS_FILE") or None,
+            snooze_days=int(_number(env, "CDS_SNOOZE_DAYS", 30, minimum=1)),
+            analytics_token=_token(env, "CDS_ANALYTICS_TOKEN"),
         )
 
     @property

@@ -6,6 +6,8 @@ Names (all `vitd_cds_*`; see the README's Metrics table):
   `vitd_cds_http_request_duration_seconds{route,service,status}`: every HTTP request, by route
   pattern (never the raw path), service id (`none` outside the service routes) and status.
 - `vitd_cds_cards_total{service,topic,indicator}`: cards returned.
+- `vitd_cds_cards_withheld_total{service,topic,reason}`: cards evaluated and recorded but not
+  returned: `silent` (shadow mode), `suppressed` (snoozed), `deduplicated` (order-sign).
 - `vitd_cds_feedback_total{service,topic,outcome}`: feedback items newly stored, by the topic
   of the card they answer (`unknown` when the card was not issued by this service's store).
 - `vitd_cds_fhir_request_duration_seconds{result}` and `vitd_cds_fhir_errors_total{reason}`:
@@ -98,6 +100,14 @@ class Metrics:
             ["service", "topic", "indicator"],
             registry=r,
         )
+        self.withheld = Counter(
+            f"{PREFIX}_cards_withheld",
+            "Cards evaluated and recorded but not returned, by service, topic and reason "
+            "(silent: shadow mode; suppressed: snoozed by feedback; deduplicated: shown at "
+            "order-select).",
+            ["service", "topic", "reason"],
+            registry=r,
+        )
         self.feedback = Counter(
             f"{PREFIX}_feedback",
             "Feedback items stored (repeats not counted), by service, card topic and outcome.",
@@ -160,6 +170,12 @@ class Metrics:
                 _label(card.get("indicator"), "unknown"),
             ).inc()
 
+    def observe_withheld(self, service: str, withheld: Iterable[tuple[str, str]]) -> None:
+        for topic, reason in withheld:
+            self.withheld.labels(
+                service, _label(topic, UNKNOWN_TOPIC), _label(reason, "unknown")
+            ).inc()
+
     def observe_feedback(self, service: str, outcomes: Iterable[tuple[str | None, str]]) -> None:
         """`outcomes`: (topic or None, outcome) for each newly stored feedback item."""
         for topic, outcome in outcomes:
@@ -200,6 +216,12 @@ def cards_returned(service: str, cards: Iterable[Mapping[str, Any]]) -> None:
     metrics = _current()
     if metrics is not None:
         metrics.observe_cards(service, cards)
+
+
+def cards_withheld(service: str, withheld: Iterable[tuple[str, str]]) -> None:
+    metrics = _current()
+    if metrics is not None:
+        metrics.observe_withheld(service, withheld)
 
 
 def feedback_stored(service: str, outcomes: Iterable[tuple[str | None, str]]) -> None:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,10 @@ issued_card = sa.Table(
     sa.Column("topic", sa.String(64)),
     sa.Column("indicator", sa.String(16), nullable=False),
     sa.Column("issued_at", sa.DateTime(timezone=True), nullable=False),
+    # migration 0004: the client's name, a one-way patient key, NULL (shown) or why withheld
+    sa.Column("client", sa.String(128)),
+    sa.Column("patient_key", sa.String(64)),
+    sa.Column("disposition", sa.String(16)),
 )
 
 feedback = sa.Table(
@@ -65,6 +69,57 @@ jwt_replay = sa.Table(
     metadata,
     sa.Column("token_digest", sa.String(64), primary_key=True),
     sa.Column("expires_at", sa.BigInteger, nullable=False, index=True),
+)
+
+# Patient-view topics put off by an `overridden` feedback with a snooze reason (contract §7).
+snooze = sa.Table(
+    "snooze",
+    metadata,
+    sa.Column("key_hash", sa.String(64), primary_key=True),  # (client, patient, topic)
+    sa.Column("topic", sa.String(64), nullable=False),
+    sa.Column("client", sa.String(128), nullable=False),
+    sa.Column("reason", sa.String(64), nullable=False),
+    sa.Column("set_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("until", sa.DateTime(timezone=True), nullable=False),
+)
+
+# Cards shown at order-select, for the de-duplication at order-sign (contract §7).
+shown_card = sa.Table(
+    "shown_card",
+    metadata,
+    sa.Column("key_hash", sa.String(64), primary_key=True),  # (client, patient, user, card)
+    sa.Column("drafts", sa.Text, nullable=False),  # JSON list of the selected drafts' digests
+    sa.Column("shown_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# Roll-ups for the analytics report (analytics.py), kept in the transaction that writes the
+# cards or the feedback they count: a year of a hospital reports without reading its rows.
+card_rollup = sa.Table(
+    "card_rollup",
+    metadata,
+    sa.Column("day", sa.String(10), primary_key=True),
+    sa.Column("topic", sa.String(64), primary_key=True),
+    sa.Column("client", sa.String(128), primary_key=True),
+    sa.Column("disposition", sa.String(16), primary_key=True),
+    sa.Column("n", sa.BigInteger, nullable=False),
+)
+card_patient = sa.Table(
+    "card_patient",
+    metadata,
+    sa.Column("topic", sa.String(64), primary_key=True),
+    sa.Column("client", sa.String(128), primary_key=True),
+    sa.Column("patient_key", sa.String(64), primary_key=True),
+    sa.Column("last_at", sa.DateTime(timezone=True), nullable=False),
+)
+feedback_rollup = sa.Table(
+    "feedback_rollup",
+    metadata,
+    sa.Column("day", sa.String(10), primary_key=True),
+    sa.Column("topic", sa.String(64), primary_key=True),
+    sa.Column("client", sa.String(128), primary_key=True),
+    sa.Column("outcome", sa.String(16), primary_key=True),
+    sa.Column("reason", sa.String(256), primary_key=True),
+    sa.Column("n", sa.BigInteger, nullable=False),
 )
 
 PURGE_EVERY = 256  # accepted tokens between two deletions of expired replay rows
@@ -96,6 +151,11 @@ class StoreLimits:
     @property
     def wait_s(self) -> float:
         return self.pool_timeout_s + self.connect_timeout_s + self.statement_timeout_s
+
+
+# Snooze and de-duplication look-ups run on the hook path: a store that does not answer within
+# this costs a hook call no more, and the card is shown (a repeat beats no decision support).
+HOOK_LOOKUP_WAIT_S = 0.5
 
 
 class StoreUnavailable(Exception):
@@ -195,6 +255,20 @@ def normalise_url(url: str) -> str:
     return url
 
 
+def patient_key(patient_id: str) -> str:
+    """A one-way key of a patient id: the store counts and snoozes by it, never the id."""
+    return hashlib.sha256(f"vitd-cds patient\x00{patient_id}".encode()).hexdigest()
+
+
+def snooze_key(client: str, patient_key: str, topic: str) -> str:
+    return hashlib.sha256(f"{client}\x00{patient_key}\x00{topic}".encode()).hexdigest()
+
+
+def _utc(value: datetime) -> datetime:
+    """SQLite keeps no zone: values were written as UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
 def item_hash(service_id: str, item: Mapping[str, Any]) -> str:
     """Identity of one feedback item: the same item sent twice hashes the same."""
     canonical = json.dumps([service_id, item], sort_keys=True, separators=(",", ":"))
@@ -273,8 +347,17 @@ class Store:
         return dialect_insert(table)
 
     def record_cards(
-        self, service_id: str, cards: Sequence[Mapping], *, issued_at: datetime
+        self,
+        service_id: str,
+        cards: Sequence[Mapping],
+        *,
+        issued_at: datetime,
+        client: str | None = None,
+        patient_key: str | None = None,
+        dispositions: Mapping[str, str] | None = None,
     ) -> None:
+        """`dispositions`: card uuid -> why it was withheld (silent, suppressed, ...)."""
+        withheld = dispositions or {}
         rows = [
             {
                 "card_uuid": card["uuid"],
@@ -282,6 +365,9 @@ class Store:
                 "topic": card.get("source", {}).get("topic", {}).get("code"),
                 "indicator": card["indicator"],
                 "issued_at": issued_at,
+                "client": client,
+                "patient_key": patient_key,
+                "disposition": withheld.get(card["uuid"]),
             }
             for card in cards
         ]
@@ -294,6 +380,92 @@ class Store:
         if rows:
             with self.engine.begin() as connection:
                 connection.execute(self._insert(issued_card).on_conflict_do_nothing(), rows)
+                self._roll_up_cards(connection, rows)
+
+    def _roll_up_cards(self, connection: sa.Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Add `rows` to `card_rollup` and `card_patient` (keys sorted: concurrent writers
+        take row locks in one order)."""
+        counts: dict[tuple[str, str, str, str], int] = {}
+        patients: dict[tuple[str, str, str], datetime] = {}
+        for row in rows:
+            topic, client = row.get("topic") or "", row.get("client") or ""
+            at = _utc(row["issued_at"]).astimezone(UTC)
+            key = (at.date().isoformat(), topic, client, row.get("disposition") or "")
+            counts[key] = counts.get(key, 0) + 1
+            if row.get("patient_key") and not row.get("disposition"):
+                pkey = (topic, client, row["patient_key"])
+                patients[pkey] = max(at, patients.get(pkey, at))
+        add = self._insert(card_rollup)
+        add = add.on_conflict_do_update(
+            index_elements=["day", "topic", "client", "disposition"],
+            set_={"n": card_rollup.c.n + add.excluded.n},
+        )
+        connection.execute(
+            add,
+            [
+                {"day": d, "topic": t, "client": c, "disposition": s, "n": n}
+                for (d, t, c, s), n in sorted(counts.items())
+            ],
+        )
+        if patients:
+            seen = self._insert(card_patient)
+            seen = seen.on_conflict_do_update(
+                index_elements=["topic", "client", "patient_key"],
+                set_={
+                    "last_at": sa.case(
+                        (card_patient.c.last_at > seen.excluded.last_at, card_patient.c.last_at),
+                        else_=seen.excluded.last_at,
+                    )
+                },
+            )
+            connection.execute(
+                seen,
+                [
+                    {"topic": t, "client": c, "patient_key": p, "last_at": at}
+                    for (t, c, p), at in sorted(patients.items())
+                ],
+            )
+
+    def _roll_up_feedback(
+        self, connection: sa.Connection, new: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Add newly stored feedback items on cards shown here to `feedback_rollup`, by the
+        day their card was issued."""
+        uuids = sorted({row["card_uuid"] for row in new})
+        if not uuids:
+            return
+        query = sa.select(
+            issued_card.c.card_uuid, issued_card.c.issued_at, issued_card.c.topic,
+            issued_card.c.client,
+        ).where(issued_card.c.card_uuid.in_(uuids), issued_card.c.disposition.is_(None))
+        cards = {uuid: (at, t, c) for uuid, at, t, c in connection.execute(query)}
+        counts: dict[tuple[str, str, str, str, str], int] = {}
+        for row in new:
+            if row["card_uuid"] not in cards:
+                continue
+            at, topic, client = cards[row["card_uuid"]]
+            key = (
+                _utc(at).astimezone(UTC).date().isoformat(),
+                topic or "",
+                client or "",
+                row["outcome"],
+                row.get("override_reason_code") or "",
+            )
+            counts[key] = counts.get(key, 0) + 1
+        if not counts:
+            return
+        add = self._insert(feedback_rollup)
+        add = add.on_conflict_do_update(
+            index_elements=["day", "topic", "client", "outcome", "reason"],
+            set_={"n": feedback_rollup.c.n + add.excluded.n},
+        )
+        connection.execute(
+            add,
+            [
+                {"day": d, "topic": t, "client": c, "outcome": o, "reason": r, "n": n}
+                for (d, t, c, o, r), n in sorted(counts.items())
+            ],
+        )
 
     def record_in_background(
         self, *, interval_s: float = 0.2, observe: Callable[[int, int], None] | None = None
@@ -366,6 +538,7 @@ class Store:
             for row in rows.values():  # one by one: a returned id means the row is new
                 if connection.execute(statement, row).all():
                     new.append(row)
+            self._roll_up_feedback(connection, new)
             uuids = sorted({row["card_uuid"] for row in new})
             topics: dict[str, str | None] = {}
             if uuids:
@@ -374,6 +547,166 @@ class Store:
                 )
                 topics = {uuid: topic for uuid, topic in connection.execute(query)}
         return [(topics.get(row["card_uuid"]), row["outcome"]) for row in new]
+
+    # --- snooze (contract §7) -----------------------------------------------------------------
+
+    def snooze_from_feedback(
+        self,
+        service_id: str,
+        items: Sequence[Mapping],
+        *,
+        received_at: datetime,
+        days: Mapping[tuple[str, str], int],
+        never: Callable[[str, str], bool],
+    ) -> int:
+        """See `_snooze_from_feedback`; within the store's limits (StoreUnavailable)."""
+        return self._gate.run(
+            self._snooze_from_feedback, service_id, items, received_at, days, never
+        )
+
+    def _snooze_from_feedback(
+        self,
+        service_id: str,
+        items: Sequence[Mapping],
+        received_at: datetime,
+        days: Mapping[tuple[str, str], int],
+        never: Callable[[str, str], bool],
+    ) -> int:
+        """Snooze the topic of each `overridden` item whose reason is a key of `days` (system,
+        code), for the card's patient and client, until `received_at` + that many days.
+
+        Only cards this store recorded as shown by `service_id` count; `never(topic,
+        indicator)` names cards that are never snoozed. A repeat keeps the later end. Returns
+        the number of items that set (or extended) a snooze.
+        """
+        wanted: dict[str, tuple[str, str]] = {}
+        for item in items:
+            reason = (item.get("overrideReason") or {}).get("reason") or {}
+            key = (reason.get("system"), reason.get("code"))
+            if item.get("outcome") == "overridden" and key in days:
+                wanted[item["card"]] = key  # type: ignore[assignment]
+        if not wanted:
+            return 0
+        query = sa.select(
+            issued_card.c.card_uuid,
+            issued_card.c.topic,
+            issued_card.c.indicator,
+            issued_card.c.client,
+            issued_card.c.patient_key,
+        ).where(
+            issued_card.c.card_uuid.in_(sorted(wanted)),
+            issued_card.c.service_id == service_id,
+            issued_card.c.disposition.is_(None),
+            issued_card.c.patient_key.is_not(None),
+        )
+        count = 0
+        with self.engine.begin() as connection:
+            for uuid, topic, indicator, client, patient_key in connection.execute(query).all():
+                if topic is None or never(topic, indicator):
+                    continue
+                reason = wanted[uuid]
+                until = received_at + timedelta(days=days[reason])
+                statement = self._insert(snooze).values(
+                    key_hash=snooze_key(client or "", patient_key, topic),
+                    topic=topic,
+                    client=client or "",
+                    reason=reason[1],
+                    set_at=received_at,
+                    until=until,
+                )
+                statement = statement.on_conflict_do_update(
+                    index_elements=["key_hash"],
+                    set_={
+                        "reason": statement.excluded.reason,
+                        "set_at": statement.excluded.set_at,
+                        "until": sa.case(
+                            (snooze.c.until > statement.excluded.until, snooze.c.until),
+                            else_=statement.excluded.until,
+                        ),
+                    },
+                )
+                connection.execute(statement)
+                count += 1
+        return count
+
+    def snoozes(
+        self, client: str, patient_key: str, topics: Sequence[str], now: datetime
+    ) -> dict[str, datetime]:
+        """Topics snoozed now for this client and patient -> when the snooze was set. On the
+        hook path: a short wait (HOOK_LOOKUP_WAIT_S), then StoreUnavailable."""
+        return self._gate.run(
+            self._snoozes, client, patient_key, topics, now, wait_s=HOOK_LOOKUP_WAIT_S
+        )
+
+    def _snoozes(
+        self, client: str, patient_key: str, topics: Sequence[str], now: datetime
+    ) -> dict[str, datetime]:
+        keys = {snooze_key(client, patient_key, topic): topic for topic in topics}
+        if not keys:
+            return {}
+        query = sa.select(snooze.c.key_hash, snooze.c.set_at, snooze.c.until).where(
+            snooze.c.key_hash.in_(sorted(keys))
+        )
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).all()
+        return {
+            keys[key]: _utc(set_at) for key, set_at, until in rows if _utc(until) > now
+        }
+
+    # --- de-duplication at signing (contract §7) --------------------------------------------
+
+    def remember_shown(
+        self, shown: Mapping[str, Sequence[str]], *, shown_at: datetime, keep: timedelta
+    ) -> None:
+        """See `_remember_shown`; on the hook path, with a short wait."""
+        self._gate.run(self._remember_shown, shown, shown_at, keep, wait_s=HOOK_LOOKUP_WAIT_S)
+
+    def _remember_shown(
+        self, shown: Mapping[str, Sequence[str]], shown_at: datetime, keep: timedelta
+    ) -> None:
+        """`shown`: key of (client, patient, user, card content) -> digests of its drafts.
+        Every PURGE_EVERY calls, rows older than `keep` and ended snoozes are deleted."""
+        if not shown:
+            return
+        self._shown_calls = getattr(self, "_shown_calls", 0) + 1
+        if self._shown_calls % PURGE_EVERY == 0:
+            self.purge_living(shown_at, keep)
+        statement = self._insert(shown_card)
+        statement = statement.on_conflict_do_update(
+            index_elements=["key_hash"],
+            set_={"drafts": statement.excluded.drafts, "shown_at": statement.excluded.shown_at},
+        )
+        rows = [
+            {"key_hash": key, "drafts": json.dumps(sorted(drafts)), "shown_at": shown_at}
+            for key, drafts in shown.items()
+        ]
+        with self.engine.begin() as connection:
+            connection.execute(statement, rows)
+
+    def purge_living(self, now: datetime, keep: timedelta) -> tuple[int, int]:
+        """Forget shown cards older than `keep` and snoozes that ended: (shown, snoozes)."""
+        with self.engine.begin() as connection:
+            shown = connection.execute(
+                sa.delete(shown_card).where(shown_card.c.shown_at < now - keep)
+            ).rowcount
+            ended = connection.execute(sa.delete(snooze).where(snooze.c.until <= now)).rowcount
+        return shown, ended
+
+    def shown_since(self, keys: Sequence[str], since: datetime) -> dict[str, frozenset[str]]:
+        """See `_shown_since`; on the hook path, with a short wait."""
+        return self._gate.run(self._shown_since, keys, since, wait_s=HOOK_LOOKUP_WAIT_S)
+
+    def _shown_since(self, keys: Sequence[str], since: datetime) -> dict[str, frozenset[str]]:
+        """Of `keys`, those shown at or after `since` -> the digests of their drafts."""
+        if not keys:
+            return {}
+        query = sa.select(shown_card.c.key_hash, shown_card.c.drafts).where(
+            shown_card.c.key_hash.in_(sorted(set(keys))), shown_card.c.shown_at >= since
+        )
+        with self.engine.connect() as connection:
+            return {
+                key: frozenset(json.loads(drafts)) for key, drafts in connection.execute(query)
+            }
 
     def remember_token(self, digest: str, expires_at: float) -> bool:
         """Record an accepted JWT id until `expires_at` (epoch s); False if already recorded.
