@@ -173,6 +173,7 @@ links = ["https://elsewhere.example.org/"]
             auth_disabled=False,
             trusted_issuers_file=issuers,
             public_base_url=PUBLIC_BASE,
+            smart_client_id="vitd-history",  # the history link exists only with SMART launch
             clients_file=clients,
         )
     )

@@ -285,7 +285,9 @@ def test_in_process_hook_calls_answer_and_log_the_cause_when_records_cannot_be_w
     reply = within(lambda: post(app.test_client(), URL, hook_request(prefetch=full_record())))
     assert reply.status_code == 200 and reply.get_json()["cards"]
     causes = [r.cause for r in caplog.records if r.getMessage() == "could not record issued cards"]
-    assert causes == ["StoreUnavailable: timeout"]
+    # the snooze look-up before it (patient-view) may already have timed out: then the record
+    # is refused at once in the gate's cool-down ("recent timeout"), which is the point
+    assert len(causes) == 1 and causes[0].startswith("StoreUnavailable: "), causes
 
 
 def test_readiness_names_failing_stores_and_distrusts_a_stalled_check():
