@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Flask, current_app, g, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from . import engine, ids, limits, metrics, openapi
 from .auth import Authenticator, AuthRejected, Caller
@@ -66,6 +66,11 @@ def _json_body() -> Any:
     if mimetype != "application/json" and not mimetype.endswith("+json"):
         raise UnsupportedMediaType()
     raw = request.get_data(cache=False)
+    if request.content_length is None and len(raw) >= _settings().max_body_bytes:
+        # A chunked body is cut at the limit without a word (werkzeug's LimitedStream):
+        # one byte more on the wire means it was too large.
+        if request.environ["wsgi.input"].read(1):
+            raise RequestEntityTooLarge()
     limits.check_depth(raw, _settings().max_json_depth)  # before the parser sees it
     return parse_json(raw)
 
