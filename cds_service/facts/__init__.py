@@ -154,27 +154,36 @@ def build_facts(
     conditions = list(reader.of_type(res.get("conditions", []), frozenset({"Condition"})))
 
     used = ACTIVE_STATUSES | PAST_STATUSES
+    draft_resources, draft_urls = _draft_entries(context)
+    # A medicationReference is resolved from a contained resource (medications.py), then from
+    # any Bundle held (every key's resources and the drafts), then from a `Medication/{id}`
+    # read (gather); its `display` is the last resort.
+    held = [resource for found in res.values() for resource in found]
+    referenced = {
+        **gathered.medications,
+        **_medication_index(held),
+        **_medication_index(draft_resources, draft_urls),
+    }
     on_record = [
         *reader.medications(
             res.get("medicationRequests", []),
             MedicationSource.REQUEST,
-            _medication_index(res.get("medicationRequests", [])),
+            referenced,
             lambda status: status in used,
         ),
         *reader.medications(
             res.get("medicationStatements", []),
             MedicationSource.STATEMENT,
-            _medication_index(res.get("medicationStatements", [])),
+            referenced,
             lambda status: status in used,
         ),
     ]
     on_file = [m for m in on_record if m.status in ACTIVE_STATUSES]
     past = [m for m in on_record if m.status in PAST_STATUSES]
-    draft_resources, draft_urls = _draft_entries(context)
     drafts = reader.medications(
         draft_resources,
         MedicationSource.DRAFT,
-        _medication_index(draft_resources, draft_urls),
+        referenced,
         lambda status: status not in DEAD_DRAFT_STATUSES,
         subject_required=False,  # drafts are this patient's by context; others' are dropped
     )
