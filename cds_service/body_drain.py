@@ -40,8 +40,12 @@ class DrainRequestBody:
                 _start(start_response, started, True)(data)
                 started.clear()
 
+        stream = environ.get("wsgi.input")
+        counted = _Counted(stream) if stream is not None else None
+        if counted is not None:
+            environ["wsgi.input"] = counted
         result = self.app(environ, deferred)
-        keep_alive = self.drain(environ)
+        keep_alive = self.drain(environ, counted)
         if not keep_alive:
             force_close = getattr(getattr(start_response, "__self__", None), "force_close", None)
             if callable(force_close):  # gunicorn drops an app's own hop-by-hop headers
@@ -50,21 +54,29 @@ class DrainRequestBody:
             _start(start_response, started, keep_alive)
         return result
 
-    def drain(self, environ: dict[str, Any]) -> bool:
-        """Discard the unread body; False when it is past the cap (then the connection closes)."""
-        stream = environ.get("wsgi.input")
-        if stream is None:
+    def drain(self, environ: dict[str, Any], counted: _Counted | None) -> bool:
+        """Discard the unread body; False when it is past the cap (then the connection closes).
+
+        With a Content-Length, exactly what is left of it is read (a server such as werkzeug's
+        hands over the raw socket: reading past the body would wait for the next request).
+        Without one, the stream is read to its end only when the server terminates it
+        (`wsgi.input_terminated`: gunicorn, a chunked body); otherwise there is no body.
+        """
+        if counted is None:
             return True
         try:
-            declared = int(environ.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            declared = 0
-        if declared > self.cap:
+            declared: int | None = int(environ["CONTENT_LENGTH"])
+        except (KeyError, ValueError):
+            declared = None
+        if declared is None and not environ.get("wsgi.input_terminated"):
+            return True
+        left = self.cap if declared is None else declared - counted.consumed
+        if declared is not None and left > self.cap:
             return False
-        left = self.cap
         try:
-            while True:
-                data = stream.read(min(CHUNK, left + 1))
+            while left > 0 or declared is None:
+                want = min(CHUNK, left) if declared is not None else min(CHUNK, left + 1)
+                data = counted.read(want)
                 if not data:
                     return True
                 left -= len(data)
@@ -72,6 +84,35 @@ class DrainRequestBody:
                     return False
         except (OSError, ValueError):  # the client went away or sent a broken chunk
             return False
+        return True
+
+
+class _Counted:
+    """The request's input, counting what the app reads of it."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.consumed = 0
+
+    def read(self, *args: Any) -> bytes:
+        data = self._stream.read(*args)
+        self.consumed += len(data)
+        return data
+
+    def readline(self, *args: Any) -> bytes:
+        data = self._stream.readline(*args)
+        self.consumed += len(data)
+        return data
+
+    def readlines(self, *args: Any) -> list[bytes]:
+        lines = self._stream.readlines(*args)
+        self.consumed += sum(map(len, lines))
+        return lines
+
+    def __iter__(self):
+        for line in self._stream:
+            self.consumed += len(line)
+            yield line
 
 
 def _start(start_response: Callable[..., Any], started: list, keep_alive: bool):

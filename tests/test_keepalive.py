@@ -59,30 +59,56 @@ def _refuse(environ, start_response):  # answers without reading the body
     return [b"{}"]
 
 
-def _call(body: bytes, cap: int, *, declared: int | None = None):
+def _call(body: bytes, cap: int, *, declared: int | None = None, terminated: bool = True,
+          app=_refuse):
     stream = _Input(body)
-    environ = {"wsgi.input": stream, "CONTENT_LENGTH": str(len(body) if declared is None else declared)}
+    environ = {"wsgi.input": stream}
+    if declared is not None:
+        environ["CONTENT_LENGTH"] = str(declared)
+    if terminated:
+        environ["wsgi.input_terminated"] = True
     response = _Response()
-    out = DrainRequestBody(_refuse, cap)(environ, response.start_response)
+    out = DrainRequestBody(app, cap)(environ, response.start_response)
     assert out == [b"{}"] and response.status.startswith("401")
     return stream, response
 
 
 def test_an_unread_body_is_discarded_before_the_answer_and_the_connection_kept():
-    stream, response = _call(b"x" * 300_000, cap=1_000_000)
+    stream, response = _call(b"x" * 300_000, cap=1_000_000, declared=300_000)
     assert stream.tell() == 300_000  # all of it read, in chunks
     assert stream.reads >= 300_000 // (64 * 1024)
     assert not response.closed and ("Connection", "close") not in response.headers
 
 
-def test_a_body_past_the_cap_is_read_up_to_the_cap_then_the_connection_closed():
-    stream, response = _call(b"x" * 300_000, cap=100_000, declared=0)  # length unknown
+def test_what_the_app_read_is_not_read_again_and_nothing_past_the_declared_length():
+    def read_some(environ, start_response):
+        environ["wsgi.input"].read(1000)
+        return _refuse(environ, start_response)
+
+    # the next request's bytes after the body stay unread (werkzeug hands over the socket)
+    stream, response = _call(b"x" * 5000 + b"GET / HTTP/1.1", cap=10_000, declared=5000,
+                             terminated=False, app=read_some)
+    assert stream.tell() == 5000 and not response.closed
+
+
+def test_a_chunked_body_past_the_cap_is_read_up_to_the_cap_then_the_connection_closed():
+    stream, response = _call(b"x" * 300_000, cap=100_000)  # no Content-Length: chunked
     assert stream.tell() <= 100_001
     assert response.closed and ("Connection", "close") in response.headers
 
 
+def test_a_chunked_body_under_the_cap_is_read_to_its_end():
+    stream, response = _call(b"x" * 90_000, cap=100_000)
+    assert stream.tell() == 90_000 and not response.closed
+
+
+def test_without_a_length_or_a_terminated_stream_there_is_no_body_to_read():
+    stream, response = _call(b"GET / HTTP/1.1", cap=100_000, terminated=False)
+    assert stream.tell() == 0 and not response.closed
+
+
 def test_a_declared_length_past_the_cap_is_not_read_at_all():
-    stream, response = _call(b"x" * 300_000, cap=100_000)
+    stream, response = _call(b"x" * 300_000, cap=100_000, declared=300_000)
     assert stream.tell() == 0
     assert response.closed and ("Connection", "close") in response.headers
 
