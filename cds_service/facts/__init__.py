@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import datetime
+from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import Any
 
 from ..gather import Gathered
 from .conditions import read_conditions
+from .fhirdates import parse_instant
 from .labs import (
     lab_observations,
     read_calcium_levels,
@@ -21,7 +23,7 @@ from .labs import (
     read_vitamin_d_levels,
 )
 from .medications import read_medication
-from .model import Facts, Medication, MedicationSource
+from .model import Facts, Ingredient, Medication, MedicationSource
 from .patient import read_patient
 
 __all__ = ["Facts", "build_facts"]
@@ -30,6 +32,12 @@ __all__ = ["Facts", "build_facts"]
 ACTIVE_STATUSES = frozenset({"active"})
 # Uses on file that happened before (the history picture shows them; no rule reads them).
 PAST_STATUSES = frozenset({"completed", "stopped", "on-hold"})
+# MedicationStatements that count as current (contract §5), unless their period has ended.
+STATEMENT_STATUSES = frozenset({"active", "intended"})
+# MedicationRequest intents that are orders (contract §5: not plan or proposal).
+ORDER_INTENTS = frozenset(
+    {"order", "original-order", "reflex-order", "filler-order", "instance-order"}
+)
 # Draft orders: order-sign may carry re-signed, non-draft orders; only these are not orders.
 DEAD_DRAFT_STATUSES = frozenset(
     {"entered-in-error", "cancelled", "completed", "stopped", "revoked"}
@@ -87,7 +95,10 @@ class _Reader:
         keep: Any,
         *,
         subject_required: bool = True,
+        standing: Any = None,
     ) -> list[Medication]:
+        """The uses `keep(status)` keeps; with `standing(resource, med)`, those it does not
+        refuse, each with the standing it gives (a `Medication` with `status` replaced)."""
         out = []
         for resource in self.of_type(
             resources, MEDICATION_USE_TYPES, subject_required=subject_required
@@ -96,9 +107,49 @@ class _Reader:
             if not keep(status if isinstance(status, str) else None):  # odd shapes: no status
                 continue
             med = read_medication(resource, source, medications=referenced)
+            if med is not None and standing is not None:
+                med = standing(resource, med)
             if med is not None:
                 out.append(med)
         return out
+
+
+def _standing(now: datetime):
+    """Which uses on file count (contract §5): a MedicationRequest (or DSTU2 MedicationOrder)
+    `active` with an ordering `intent` (a plan or proposal is no order); a VKA `on-hold` with
+    one, too (it will resume); a MedicationStatement `active` or `intended` whose
+    `effectivePeriod.end` is not past. Those that count come back with status "active" or
+    as sent; past uses keep their status (history only); the rest are dropped (None)."""
+
+    def standing(resource: dict, med: Medication) -> Medication | None:
+        status = med.status
+        if resource.get("resourceType") == "MedicationStatement":
+            if status in STATEMENT_STATUSES:
+                if _ended(resource, now):
+                    return replace(med, status="completed")  # over: history, not on file
+                return replace(med, status="active") if status != "active" else med
+            return med if status in PAST_STATUSES else None
+        intent = resource.get("intent")
+        ordered = not isinstance(intent, str) or intent in ORDER_INTENTS  # DSTU2/STU3: none
+        if status == "active":
+            return med if ordered else None
+        if status == "on-hold" and ordered and med.has(Ingredient.VKA):
+            return replace(med, status="active")
+        return med if status in PAST_STATUSES and ordered else None
+
+    return standing
+
+
+def _ended(statement: dict, now: datetime) -> bool:
+    """`effectivePeriod.end` before `now`; a date-only end lasts to the end of that day."""
+    period = statement.get("effectivePeriod")
+    raw = period.get("end") if isinstance(period, dict) else None
+    end = parse_instant(raw)
+    if end is None:
+        return False
+    if isinstance(raw, str) and len(raw.strip()) <= 10:
+        end += timedelta(days=1)
+    return end <= now
 
 
 def _medication_index(resources: Iterable[Any], full_urls: Iterable[str | None] = ()) -> dict:
@@ -149,11 +200,12 @@ def build_facts(
     reader.skipped += len(patients) - (patient_resource is not None)
 
     observations = lab_observations(
-        reader.of_type(res.get("observations", []), frozenset({"Observation"}))
+        reader.of_type(res.get("observations", []), frozenset({"Observation"})), now
     )
     conditions = list(reader.of_type(res.get("conditions", []), frozenset({"Condition"})))
 
-    used = ACTIVE_STATUSES | PAST_STATUSES
+    used = ACTIVE_STATUSES | PAST_STATUSES | STATEMENT_STATUSES
+    standing = _standing(now)
     draft_resources, draft_urls = _draft_entries(context)
     # A medicationReference is resolved from a contained resource (medications.py), then from
     # any Bundle held (every key's resources and the drafts), then from a `Medication/{id}`
@@ -170,12 +222,14 @@ def build_facts(
             MedicationSource.REQUEST,
             referenced,
             lambda status: status in used,
+            standing=standing,
         ),
         *reader.medications(
             res.get("medicationStatements", []),
             MedicationSource.STATEMENT,
             referenced,
             lambda status: status in used,
+            standing=standing,
         ),
     ]
     on_file = [m for m in on_record if m.status in ACTIVE_STATUSES]
