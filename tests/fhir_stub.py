@@ -177,9 +177,17 @@ class FhirStub:
             query = {"_page": str(number)} if number > 1 else None
             self.add(path, searchset(resources, next_url=next_url), query=query)
 
-    def add_hapi_pages(self, path: str, pages: Sequence[Sequence[dict]], *, cache_id: str = "c0ffee") -> None:
+    def add_hapi_pages(
+        self,
+        path: str,
+        pages: Sequence[Sequence[dict]],
+        *,
+        cache_id: str = "c0ffee",
+        query: Mapping[str, str] | None = None,
+    ) -> None:
         """Serve `pages` as HAPI FHIR pages them: page 1 at `{path}`, every later page at the
-        server's base itself, `{base}?_getpages=<id>&_getpagesoffset=<n>&_count=..&_bundletype=searchset`."""
+        server's base itself, `{base}?_getpages=<id>&_getpagesoffset=<n>&_count=..&_bundletype=searchset`.
+        `query`: what the first page's search must carry (e.g. the patient)."""
         size = max(len(p) for p in pages) or 1
         for number, resources in enumerate(pages, start=1):
             next_url = None
@@ -189,7 +197,7 @@ class FhirStub:
                     f"&_count={size}&_pretty=true&_bundletype=searchset"
                 )
             if number == 1:
-                self.add(path, searchset(resources, next_url=next_url))
+                self.add(path, searchset(resources, next_url=next_url), query=query)
             else:
                 query = {"_getpages": cache_id, "_getpagesoffset": str((number - 1) * size)}
                 self.add("", searchset(resources, next_url=next_url), query=query)
