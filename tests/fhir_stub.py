@@ -229,6 +229,9 @@ class FhirStub:
 class _Server(ThreadingHTTPServer):
     daemon_threads = False  # so server_close() joins handlers
     block_on_close = True
+    # A real server's listen backlog, not socketserver's 5: a call's parallel reads (a dozen
+    # Medication/{id}) past 5 would wait for a SYN retry (1 s) and miss the connect timeout.
+    request_queue_size = 128
     stub: FhirStub
 
     def handle_error(self, request: Any, client_address: Any) -> None:
