@@ -77,6 +77,12 @@ def test_a_vka_on_hold_still_meets_a_drafted_vitamin_k(status, counts):
     assert (INTERACTION in topics(f)) is counts
 
 
+def test_a_vka_on_hold_counts_as_on_file_and_keeps_its_status():
+    f = facts(meds=[vka(status="on-hold")])
+    assert [(m.status, m.has(Ingredient.VKA)) for m in f.medications] == [("on-hold", True)]
+    assert f.past_medications == ()
+
+
 def test_only_a_vka_on_hold_counts_not_other_products_on_hold():
     f = facts(meds=[vka(), k2(status="on-hold")])
     assert INTERACTION not in topics(f)

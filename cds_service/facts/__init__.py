@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -66,6 +65,7 @@ class _Reader:
         self._pattern = _patient_pattern(patient_id)
         self._usual = f"Patient/{patient_id}"  # what nearly every resource says
         self.skipped = 0
+        self.standings: dict[int, str] = {}  # id(Medication) -> "current" | "past"
 
     def belongs(self, resource: Mapping[str, Any], *, required: bool = True) -> bool:
         ref = _subject_reference(resource)
@@ -97,8 +97,8 @@ class _Reader:
         subject_required: bool = True,
         standing: Any = None,
     ) -> list[Medication]:
-        """The uses `keep(status)` keeps; with `standing(resource, med)`, those it does not
-        refuse, each with the standing it gives (a `Medication` with `status` replaced)."""
+        """The uses `keep(status)` keeps; with `standing(resource, med)`, those it gives a
+        standing, in `self.standings` by identity."""
         out = []
         for resource in self.of_type(
             resources, MEDICATION_USE_TYPES, subject_required=subject_required
@@ -108,7 +108,10 @@ class _Reader:
                 continue
             med = read_medication(resource, source, medications=referenced)
             if med is not None and standing is not None:
-                med = standing(resource, med)
+                kind = standing(resource, med)
+                if kind is None:
+                    continue
+                self.standings[id(med)] = kind
             if med is not None:
                 out.append(med)
         return out
@@ -118,24 +121,22 @@ def _standing(now: datetime):
     """Which uses on file count (contract §5): a MedicationRequest (or DSTU2 MedicationOrder)
     `active` with an ordering `intent` (a plan or proposal is no order); a VKA `on-hold` with
     one, too (it will resume); a MedicationStatement `active` or `intended` whose
-    `effectivePeriod.end` is not past. Those that count come back with status "active" or
-    as sent; past uses keep their status (history only); the rest are dropped (None)."""
+    `effectivePeriod.end` is not past. `standing(resource, med)` is "current", "past"
+    (history only: completed, stopped, on hold, a statement whose period has ended) or None
+    (not counted at all); the status stays as sent."""
 
-    def standing(resource: dict, med: Medication) -> Medication | None:
+    def standing(resource: dict, med: Medication) -> str | None:
         status = med.status
         if resource.get("resourceType") == "MedicationStatement":
             if status in STATEMENT_STATUSES:
-                if _ended(resource, now):
-                    return replace(med, status="completed")  # over: history, not on file
-                return replace(med, status="active") if status != "active" else med
-            return med if status in PAST_STATUSES else None
+                return "past" if _ended(resource, now) else "current"
+            return "past" if status in PAST_STATUSES else None
         intent = resource.get("intent")
-        ordered = not isinstance(intent, str) or intent in ORDER_INTENTS  # DSTU2/STU3: none
-        if status == "active":
-            return med if ordered else None
-        if status == "on-hold" and ordered and med.has(Ingredient.VKA):
-            return replace(med, status="active")
-        return med if status in PAST_STATUSES and ordered else None
+        if isinstance(intent, str) and intent not in ORDER_INTENTS:  # DSTU2/STU3: none
+            return None
+        if status == "active" or (status == "on-hold" and med.has(Ingredient.VKA)):
+            return "current"
+        return "past" if status in PAST_STATUSES else None
 
     return standing
 
@@ -232,8 +233,8 @@ def build_facts(
             standing=standing,
         ),
     ]
-    on_file = [m for m in on_record if m.status in ACTIVE_STATUSES]
-    past = [m for m in on_record if m.status in PAST_STATUSES]
+    on_file = [m for m in on_record if reader.standings[id(m)] == "current"]
+    past = [m for m in on_record if reader.standings[id(m)] == "past"]
     drafts = reader.medications(
         draft_resources,
         MedicationSource.DRAFT,
