@@ -49,6 +49,9 @@ class GatherSettings:
     max_response_bytes: int = 10 * 1024 * 1024  # per response, streamed
     max_workers: int = 8  # sizes FhirClient's pool; read when the client is built
     max_json_depth: int = 64  # deeper FHIR responses are refused (limits.check_depth)
+    # distinct `Medication/{id}` reads per call; past it an order's display is read instead,
+    # so one record naming thousands of Medications cannot flood the FHIR server or the pool
+    max_medication_reads: int = 50
 
 
 @dataclass(frozen=True)
@@ -282,9 +285,11 @@ class _MedicationReads:
             if mid is None or reference in held or f"Medication/{mid}" in held:
                 continue
             with self._lock:
-                self._wanted[reference] = mid
                 if mid not in self._reads:
+                    if len(self._reads) >= self._settings.max_medication_reads:
+                        continue
                     self._reads[mid] = self._client.submit(self._read, mid)
+                self._wanted[reference] = mid
 
     def _read(self, mid: str) -> dict | None:
         url = f"{self._server.rstrip('/')}/Medication/{quote(mid, safe='')}"

@@ -257,3 +257,20 @@ def test_references_are_read_from_odd_shapes_without_failing(resources, expected
     from cds_service.gather import medication_references
 
     assert medication_references(resources) == expected
+
+
+def test_reads_per_call_are_capped_and_the_rest_fall_back_to_display(make_app, settings):
+    from dataclasses import replace
+
+    app = make_app(settings)
+    runtime = app.extensions["vitd.runtime"]
+    runtime.gather_settings = replace(runtime.gather_settings, max_medication_reads=3)
+    drafts = [k2_draft(f"Medication/m{n}", display="Vitamin K2 100 mcg", mid=f"d{n}")
+              for n in range(8)]
+    with FhirStub() as stub:
+        for n in range(8):
+            stub.add(f"Medication/m{n}", {**BY_CODE_TEXT, "id": f"m{n}"})
+        body = hook_request("vitamin-d-order-sign", prefetch=full_record(), fhir_server=stub.base_url,
+                            drafts=drafts)
+        assert INTERACTION in topics(post(app.test_client(), "vitamin-d-order-sign", body))
+        assert sorted(r.path for r in stub.requests) == ["Medication/m0", "Medication/m1", "Medication/m2"]
