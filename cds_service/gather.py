@@ -219,14 +219,23 @@ _USE_TYPES = frozenset({"MedicationRequest", "MedicationStatement", "MedicationO
 _MEDICATION_PATH = re.compile(r"(?:^|/)Medication/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
 
 
-def medication_references(resources: Iterable[Any]) -> list[str]:
+# Uses on file whose product a rule may need: current ones (a past use is history only, and
+# its `display` serves the history picture).
+_CURRENT_STATUSES = frozenset({"active", "on-hold", "intended"})
+
+
+def medication_references(resources: Iterable[Any], *, current_only: bool = False) -> list[str]:
     """`medicationReference.reference`s of the medication uses in `resources`, contained
-    ("#id") ones left out, in order, once each."""
+    ("#id") ones left out, in order, once each; with `current_only`, of current uses only."""
     found: dict[str, None] = {}
     for resource in resources:
         kind = resource.get("resourceType") if isinstance(resource, dict) else None
         if not isinstance(kind, str) or kind not in _USE_TYPES:  # near-FHIR: any shape
             continue
+        if current_only:
+            status = resource.get("status")
+            if not isinstance(status, str) or status not in _CURRENT_STATUSES:
+                continue
         ref = resource.get("medicationReference")
         target = ref.get("reference") if isinstance(ref, dict) else None
         if isinstance(target, str) and target.strip() and not target.startswith("#"):
@@ -389,7 +398,8 @@ def _fetch_key(
     found, skipped = _read_server_bodies(bodies)
     if medications is not None:
         medications.request(
-            medication_references(found), (held or set()) | held_medications(found)
+            medication_references(found, current_only=True),
+            (held or set()) | held_medications(found),
         )
     return found, skipped
 
@@ -436,10 +446,12 @@ def gather(
     token = _access_token(request)
     # Referenced Medications: those the prefetch and drafts name are read at once, beside the
     # key fetches; those a fetched page names, as soon as that key has its pages.
-    in_hand = [r for found in resources.values() for r in found] + _draft_resources(request)
-    held = held_medications(in_hand)
+    drafts = _draft_resources(request)
+    on_file = [r for found in resources.values() for r in found]
+    held = held_medications(on_file + drafts)
     medications = _MedicationReads(client, fhir_server, token, deadline, settings)
-    medications.request(medication_references(in_hand), held)
+    medications.request(medication_references(drafts), held)  # drafts first: within the cap
+    medications.request(medication_references(on_file, current_only=True), held)
     futures: dict[str, Future[tuple[list[dict], int]]] = {}
     for spec in to_fetch:
         plan = plans[spec.key]

@@ -274,3 +274,40 @@ def test_reads_per_call_are_capped_and_the_rest_fall_back_to_display(make_app, s
                             drafts=drafts)
         assert INTERACTION in topics(post(app.test_client(), "vitamin-d-order-sign", body))
         assert sorted(r.path for r in stub.requests) == ["Medication/m0", "Medication/m1", "Medication/m2"]
+
+
+def test_drafts_are_read_first_so_the_cap_never_leaves_a_draft_unread(make_app, settings):
+    from dataclasses import replace
+
+    app = make_app(settings)
+    runtime = app.extensions["vitd.runtime"]
+    runtime.gather_settings = replace(runtime.gather_settings, max_medication_reads=3)
+    record = full_record()
+    on_file = []
+    for n in range(5):
+        order = k2_draft(f"Medication/old{n}", mid=f"o{n}")
+        order["status"] = "active"
+        on_file.append(order)
+    warfarin = medication_request("855332", "Warfarin Sodium 5 MG Oral Tablet", mid="w1")
+    record["medicationRequests"] = searchset(*on_file, warfarin)
+    with FhirStub() as stub:
+        stub.add("Medication/form-k2", BY_CODE_TEXT)
+        body = hook_request("vitamin-d-order-sign", prefetch=record, fhir_server=stub.base_url,
+                            drafts=[k2_draft()])
+        post(app.test_client(), "vitamin-d-order-sign", body)
+        paths = [r.path for r in stub.requests]
+    assert "Medication/form-k2" in paths and len(paths) == 3
+
+
+@pytest.mark.parametrize("status", ["stopped", "completed", "cancelled", "entered-in-error"])
+def test_products_of_past_uses_are_not_read(client, status):
+    record = full_record()
+    past = k2_draft(mid="past")
+    past["status"] = status
+    record["medicationStatements"] = searchset({**past, "resourceType": "MedicationStatement"})
+    record["medicationRequests"] = searchset(past)
+    with FhirStub() as stub:
+        stub.add("Medication/form-k2", BY_CODE_TEXT)
+        body = hook_request("vitamin-d-patient-view", prefetch=record, fhir_server=stub.base_url)
+        assert post(client, "vitamin-d-patient-view", body).status_code == 200
+        assert stub.requests == []
