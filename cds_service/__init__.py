@@ -18,6 +18,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     """Build the app from `settings` (default: the environment), with its store and FHIR client."""
     from . import analytics, api, engine, history, home, metrics
     from .auth import Authenticator, RedisReplayStore
+    from .body_drain import DrainRequestBody
     from .cards import check_templates
     from .clients import load_clients
     from .fhir_client import FhirClient
@@ -35,6 +36,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     check_templates(TOPIC_IDS)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    # Unread body discarded before any answer goes out (no lost keep-alive call); a body
+    # up to twice the limit is discarded, past that the connection closes after the answer.
+    app.wsgi_app = DrainRequestBody(app.wsgi_app, cap=2 * settings.max_body_bytes)
     app.json = OrjsonProvider(app)
 
     clients = load_clients(settings.clients_file, settings.guideline_profile)  # a bad file too

@@ -141,6 +141,10 @@ def gunicorn_options(settings: Settings, reload: bool) -> dict[str, Any]:
         "graceful_timeout": max(1, round(settings.graceful_timeout_s)),
         "timeout": 30,
         "keepalive": 5,
+        # gunicorn 25 opens a control socket at one path per user ($XDG_RUNTIME_DIR or
+        # ~/.gunicorn/gunicorn.ctl): side-by-side instances, tests and benchmarks would take
+        # over each other's. `serve` needs none (signals do the same), so none is opened.
+        "control_socket_disable": True,
         "reload": reload,
         "accesslog": None,  # the app logs each request itself, without paths or bodies
         "child_exit": child_exit,
@@ -159,6 +163,9 @@ def _check_clients(settings: Settings) -> None:
         load_clients(settings.clients_file, settings.guideline_profile)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+_NEWER_GUNICORN = {"control_socket_disable"}  # settings only some supported versions have
 
 
 def _run_gunicorn(settings: Settings, reload: bool) -> None:
@@ -193,6 +200,8 @@ def _run_gunicorn(settings: Settings, reload: bool) -> None:
     class _Server(BaseApplication):
         def load_config(self) -> None:
             for name, value in options.items():
+                if name in _NEWER_GUNICORN and name not in self.cfg.settings:
+                    continue  # an older gunicorn without that feature
                 self.cfg.set(name, value)
 
         def load(self):

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from http.cookiejar import DefaultCookiePolicy
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import orjson
 import requests
@@ -157,6 +157,39 @@ def server_prefix(base_url: str) -> str:
     The slash matters: without it `https://ehr/fhir-evil/...` would pass for `https://ehr/fhir`.
     """
     return base_url.rstrip("/") + "/"
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def on_server(base_url: str, url: str) -> bool:
+    """True when `url` (a `next` link) is on the FHIR server `base_url` (contract §5 Paging):
+    the same scheme, host and port, and a path equal to or under the server's path, HAPI
+    FHIR's `{fhirServer}?_getpages=…` included. Host names are compared as spelled (no
+    resolution); user info and dot segments (`..`, `%2e%2e`) are refused, so the link cannot
+    climb out of the server's path once normalised.
+    """
+    try:
+        base, link = urlsplit(base_url), urlsplit(url)
+        base_port = base.port or _DEFAULT_PORTS.get(base.scheme.lower())
+        link_port = link.port or _DEFAULT_PORTS.get(link.scheme.lower())
+    except ValueError:
+        return False
+    if (
+        link.scheme.lower() != base.scheme.lower()
+        or not link.hostname
+        or link.hostname != base.hostname
+        or link_port != base_port
+        or link.username is not None
+        or link.password is not None
+    ):
+        return False
+    segments = link.path.split("/")
+    if any(unquote(s) in (".", "..") for s in segments) or "\\" in link.path:
+        return False
+    root = base.path.rstrip("/")
+    path = link.path
+    return path in (root, root + "/") or path.startswith(root + "/")
 
 
 def next_link(body: Any) -> str | None:
@@ -369,11 +402,10 @@ class FhirClient:
         silent truncation: a missing page could hold the warfarin order. Pages are sequential
         by nature (each names the next).
         """
-        prefix = server_prefix(base_url)
         bodies: list[Any] = []
         next_url: str | None = url
         while next_url is not None:
-            if not next_url.startswith(prefix):
+            if not on_server(base_url, next_url):
                 raise FetchError("next link off server")
             if pages_done >= settings.max_pages:
                 raise FetchError("too many pages")

@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_futures
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from cds_service.fhir_client import FetchError, FhirClient, next_link
+from cds_service.fhir_client import FetchError, FhirClient, next_link, on_server
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,9 @@ class GatherSettings:
     max_response_bytes: int = 10 * 1024 * 1024  # per response, streamed
     max_workers: int = 8  # sizes FhirClient's pool; read when the client is built
     max_json_depth: int = 64  # deeper FHIR responses are refused (limits.check_depth)
+    # distinct `Medication/{id}` reads per call; past it an order's display is read instead,
+    # so one record naming thousands of Medications cannot flood the FHIR server or the pool
+    max_medication_reads: int = 50
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,9 @@ class Gathered:
     resources: dict[str, list[dict]]  # key -> resources; Bundles flattened, outcomes dropped
     fetched: tuple[str, ...]  # keys for which the FHIR server was queried (incl. next pages)
     skipped: int  # prefetch values and Bundle entries that were not readable objects
+    # Medications read with `GET Medication/{id}`, by the reference the orders name them with
+    # and by "Medication/{id}"; only those neither contained nor in a Bundle already held.
+    medications: Mapping[str, dict] = field(default_factory=dict)
 
 
 class ServerRefused(Exception):
@@ -207,6 +214,125 @@ def _read_server_bodies(bodies: list[Any]) -> tuple[list[dict], int]:
     return resources, skipped
 
 
+# --- referenced Medications (contract §5) -------------------------------------------------
+
+_USE_TYPES = frozenset({"MedicationRequest", "MedicationStatement", "MedicationOrder"})
+_MEDICATION_PATH = re.compile(r"(?:^|/)Medication/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
+
+
+# Uses on file whose product a rule may need: current ones (a past use is history only, and
+# its `display` serves the history picture).
+_CURRENT_STATUSES = frozenset({"active", "on-hold", "intended"})
+
+
+def medication_references(resources: Iterable[Any], *, current_only: bool = False) -> list[str]:
+    """`medicationReference.reference`s of the medication uses in `resources`, contained
+    ("#id") ones left out, in order, once each; with `current_only`, of current uses only."""
+    found: dict[str, None] = {}
+    for resource in resources:
+        kind = resource.get("resourceType") if isinstance(resource, dict) else None
+        if not isinstance(kind, str) or kind not in _USE_TYPES:  # near-FHIR: any shape
+            continue
+        if current_only:
+            status = resource.get("status")
+            if not isinstance(status, str) or status not in _CURRENT_STATUSES:
+                continue
+        ref = resource.get("medicationReference")
+        target = ref.get("reference") if isinstance(ref, dict) else None
+        if isinstance(target, str) and target.strip() and not target.startswith("#"):
+            found[target.strip()] = None
+    return list(found)
+
+
+def held_medications(resources: Iterable[Any]) -> set[str]:
+    """References that Medication resources already in hand answer: "Medication/{id}"."""
+    return {
+        f"Medication/{r['id']}"
+        for r in resources
+        if isinstance(r, dict)
+        and r.get("resourceType") == "Medication"
+        and isinstance(r.get("id"), str)
+    }
+
+
+def _medication_id(reference: str, fhir_server: str) -> str | None:
+    """The id to read for a reference: relative "Medication/{id}", or an absolute URL on
+    `fhirServer` (another server's is never read); anything else (urn:uuid…) None."""
+    match = _MEDICATION_PATH.search(reference)
+    if match is None:
+        return None
+    if "://" in reference and not on_server(fhir_server, reference):
+        return None
+    if "://" not in reference and not reference.startswith("Medication/"):
+        return None
+    return match.group(1)
+
+
+class _MedicationReads:
+    """The call's `GET Medication/{id}` reads: each id read once (the call's cache), on the
+    client's pool, with the bearer token and the call's deadline. A failed read is left out:
+    the order's `display` is then read as text (facts)."""
+
+    def __init__(
+        self,
+        client: FhirClient,
+        fhir_server: str | None,
+        token: str | None,
+        deadline: float,
+        settings: GatherSettings,
+    ) -> None:
+        self._client, self._server, self._token = client, fhir_server, token
+        self._deadline, self._settings = deadline, settings
+        self._lock = threading.Lock()
+        self._reads: dict[str, Future[dict | None]] = {}  # id -> its read
+        self._wanted: dict[str, str] = {}  # reference -> id
+
+    def request(self, references: Iterable[str], held: set[str]) -> None:
+        if not (isinstance(self._server, str) and self._server.strip()):
+            return
+        for reference in references:
+            mid = _medication_id(reference, self._server)
+            if mid is None or reference in held or f"Medication/{mid}" in held:
+                continue
+            with self._lock:
+                if mid not in self._reads:
+                    if len(self._reads) >= self._settings.max_medication_reads:
+                        continue
+                    # this host's own pool, under the call's admission (issue 21)
+                    self._reads[mid] = self._client.submit_to(self._server, self._read, mid)
+                self._wanted[reference] = mid
+
+    def _read(self, mid: str) -> dict | None:
+        url = f"{self._server.rstrip('/')}/Medication/{quote(mid, safe='')}"
+        try:
+            body = self._client.get_json(
+                url, token=self._token, deadline=self._deadline, settings=self._settings
+            )
+        except FetchError:
+            return None
+        if not (isinstance(body, dict) and body.get("resourceType") == "Medication"):
+            return None
+        if body.get("id") not in (None, mid):
+            return None  # the server answered about another Medication
+        return {**body, "id": mid}
+
+    def results(self) -> dict[str, dict]:
+        """Every read done by the deadline, by reference and by "Medication/{id}"."""
+        with self._lock:
+            reads, wanted = dict(self._reads), dict(self._wanted)
+        wait_futures(reads.values(), timeout=max(0.0, self._deadline - time.monotonic()))
+        found: dict[str, dict] = {}
+        for mid, future in reads.items():
+            if not future.done():
+                future.cancel()
+            elif future.exception() is None and future.result() is not None:
+                found[f"Medication/{mid}"] = future.result()
+        for reference, mid in wanted.items():
+            if f"Medication/{mid}" in found:
+                found[reference] = found[f"Medication/{mid}"]
+        return found
+
+
 # --- planning and running ----------------------------------------------------------------
 
 
@@ -263,12 +389,21 @@ def _fetch_key(
     token: str | None,
     deadline: float,
     settings: GatherSettings,
+    medications: _MedicationReads | None = None,
+    held: set[str] | None = None,
 ) -> tuple[list[dict], int]:
-    """Runs on the client's pool: all pages of one key, read with the server rules."""
+    """Runs on the client's pool: all pages of one key, read with the server rules; the
+    Medications its orders reference and its pages do not hold are then read too."""
     bodies = client.search_all(
         base_url, url, token=token, deadline=deadline, settings=settings, pages_done=pages_done
     )
-    return _read_server_bodies(bodies)
+    found, skipped = _read_server_bodies(bodies)
+    if medications is not None:
+        medications.request(
+            medication_references(found, current_only=True),
+            (held or set()) | held_medications(found),
+        )
+    return found, skipped
 
 
 def _check_server(client: FhirClient, fhir_server: str, deadline: float) -> None:
@@ -310,6 +445,18 @@ def gather(
     if to_fetch and not (isinstance(fhir_server, str) and fhir_server.strip()):
         raise DataUnavailable({spec.key: "no fhirServer" for spec in to_fetch})
 
+    token = _access_token(request)
+    # Referenced Medications: those the prefetch and drafts name are read at once, beside the
+    # key fetches; those a fetched page names, as soon as that key has its pages.
+    drafts = _draft_resources(request)
+    on_file = [r for found in resources.values() for r in found]
+    held = held_medications(on_file + drafts)
+    references = medication_references(drafts)  # drafts first: within the cap
+    references += medication_references(on_file, current_only=True)
+    has_server = isinstance(fhir_server, str) and bool(fhir_server.strip())
+
+    admission: Any = nullcontext()
+    reads_allowed = False
     if to_fetch:
         if time.monotonic() >= deadline:  # queued past the budget: not started
             raise DataUnavailable({spec.key: "timeout" for spec in to_fetch})
@@ -318,12 +465,22 @@ def gather(
             admission = client.admit(fhir_server)
         except FetchError as error:
             raise DataUnavailable({spec.key: error.reason for spec in to_fetch}) from None
-    else:
-        admission = nullcontext()
+        reads_allowed = True
+    elif references and has_server and time.monotonic() < deadline:
+        # Only Medication reads: a refused or busy server means reading `display` instead.
+        try:
+            _check_server(client, fhir_server, deadline)
+            admission = client.admit(fhir_server)
+            reads_allowed = True
+        except (ServerRefused, DataUnavailable, FetchError):
+            reads_allowed = False
 
-    token = _access_token(request)
+    medications = _MedicationReads(
+        client, fhir_server if reads_allowed else None, token, deadline, settings
+    )
     futures: dict[str, Future[tuple[list[dict], int]]] = {}
     with admission:  # this host's share of calls and the worker's FHIR byte cap
+        medications.request(references, held)
         for spec in to_fetch:
             plan = plans[spec.key]
             url = _fetch_url(fhir_server, spec, plan, request)
@@ -334,6 +491,7 @@ def gather(
             futures[spec.key] = client.submit_to(
                 fhir_server,
                 _fetch_key, client, fhir_server, url, pages_done, token, deadline, settings,
+                medications, held,
             )  # fmt: skip
 
         wait_futures(futures.values(), timeout=max(0.0, deadline - time.monotonic()))
@@ -349,6 +507,7 @@ def gather(
                 continue
             resources[key].extend(found)
             skipped += unreadable
+        read_medications = medications.results()  # within the admission: bytes still counted
 
     elapsed_ms = (time.monotonic() - started) * 1000
     logger.debug(
@@ -357,4 +516,15 @@ def gather(
     if missing:
         raise DataUnavailable(missing)
     fetched = tuple(spec.key for spec in keys if spec.key in futures)
-    return Gathered(resources=resources, fetched=fetched, skipped=skipped)
+    return Gathered(
+        resources=resources, fetched=fetched, skipped=skipped, medications=read_medications
+    )
+
+
+def _draft_resources(request: dict) -> list[Any]:
+    context = request.get("context")
+    drafts = context.get("draftOrders") if isinstance(context, dict) else None
+    entries = drafts.get("entry") if isinstance(drafts, dict) else None
+    if not isinstance(entries, list):
+        return []
+    return [e.get("resource") for e in entries if isinstance(e, dict)]

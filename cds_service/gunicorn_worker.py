@@ -7,6 +7,13 @@ connections only after that. EHRs and load balancers keep connections open, so e
 idle keep-alive connections are closed at once (no request is in flight on them), and the
 wait wakes at least every second, so the worker exits as soon as its calls in flight are
 answered. (On gunicorn versions without these methods the overrides are simply unused.)
+
+No call left in a buffer (issue 15): gthread parks a kept-alive connection until its socket
+becomes readable. Bytes of the next request already read off the socket (an HTTP/1.1 client
+that pipelines, or the discard of an unread body that read past it) never make it readable,
+so that request was closed unanswered after `keepalive` seconds. Such a connection goes
+straight back to a thread instead. (The app also discards an unread body before answering,
+`body_drain.py`, so a client that waits for each answer is safe under any worker.)
 """
 
 from __future__ import annotations
@@ -14,7 +21,24 @@ from __future__ import annotations
 from gunicorn.workers.gthread import ThreadWorker
 
 
+def _has_read_ahead(conn: object) -> bool:
+    """True when the connection's parser holds bytes already read off the socket."""
+    buf = getattr(getattr(getattr(conn, "parser", None), "unreader", None), "buf", None)
+    if buf is None:
+        return False
+    with buf.getbuffer() as view:
+        return view.nbytes > 0
+
+
 class GracefulThreadWorker(ThreadWorker):
+    def finish_request(self, conn, fs) -> None:
+        kept_alive = self.alive and not fs.cancelled() and fs.exception() is None
+        if kept_alive and fs.result() is True and _has_read_ahead(conn):
+            conn.set_timeout()
+            self.enqueue_req(conn)  # the next request is here already: answer it now
+            return
+        super().finish_request(conn, fs)
+
     def wait_for_and_dispatch_events(self, timeout: float) -> None:
         super().wait_for_and_dispatch_events(min(timeout, 1.0))
 

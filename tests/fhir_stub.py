@@ -177,6 +177,31 @@ class FhirStub:
             query = {"_page": str(number)} if number > 1 else None
             self.add(path, searchset(resources, next_url=next_url), query=query)
 
+    def add_hapi_pages(
+        self,
+        path: str,
+        pages: Sequence[Sequence[dict]],
+        *,
+        cache_id: str = "c0ffee",
+        query: Mapping[str, str] | None = None,
+    ) -> None:
+        """Serve `pages` as HAPI FHIR pages them: page 1 at `{path}`, every later page at the
+        server's base itself, `{base}?_getpages=<id>&_getpagesoffset=<n>&_count=..&_bundletype=searchset`.
+        `query`: what the first page's search must carry (e.g. the patient)."""
+        size = max(len(p) for p in pages) or 1
+        for number, resources in enumerate(pages, start=1):
+            next_url = None
+            if number < len(pages):
+                next_url = (
+                    f"{self.base_url}?_getpages={cache_id}&_getpagesoffset={number * size}"
+                    f"&_count={size}&_pretty=true&_bundletype=searchset"
+                )
+            if number == 1:
+                self.add(path, searchset(resources, next_url=next_url), query=query)
+            else:
+                query = {"_getpages": cache_id, "_getpagesoffset": str((number - 1) * size)}
+                self.add("", searchset(resources, next_url=next_url), query=query)
+
     @property
     def requests(self) -> list[Recorded]:
         with self._lock:
@@ -204,6 +229,9 @@ class FhirStub:
 class _Server(ThreadingHTTPServer):
     daemon_threads = False  # so server_close() joins handlers
     block_on_close = True
+    # A real server's listen backlog, not socketserver's 5: a call's parallel reads (a dozen
+    # Medication/{id}) past 5 would wait for a SYN retry (1 s) and miss the connect timeout.
+    request_queue_size = 128
     stub: FhirStub
 
     def handle_error(self, request: Any, client_address: Any) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from ..gather import Gathered
@@ -24,7 +24,7 @@ from .labs import (
     read_vitamin_d_levels,
 )
 from .medications import read_medication
-from .model import Facts, LabDraft, Medication, MedicationSource
+from .model import Facts, Ingredient, LabDraft, Medication, MedicationSource
 from .patient import read_patient
 
 __all__ = ["Facts", "build_facts"]
@@ -33,6 +33,12 @@ __all__ = ["Facts", "build_facts"]
 ACTIVE_STATUSES = frozenset({"active"})
 # Uses on file that happened before (the history picture shows them; no rule reads them).
 PAST_STATUSES = frozenset({"completed", "stopped", "on-hold"})
+# MedicationStatements that count as current (contract §5), unless their period has ended.
+STATEMENT_STATUSES = frozenset({"active", "intended"})
+# MedicationRequest intents that are orders (contract §5: not plan or proposal).
+ORDER_INTENTS = frozenset(
+    {"order", "original-order", "reflex-order", "filler-order", "instance-order"}
+)
 # Draft orders: order-sign may carry re-signed, non-draft orders; only these are not orders.
 DEAD_DRAFT_STATUSES = frozenset(
     {"entered-in-error", "cancelled", "completed", "stopped", "revoked"}
@@ -62,6 +68,7 @@ class _Reader:
         self._pattern = _patient_pattern(patient_id)
         self._usual = f"Patient/{patient_id}"  # what nearly every resource says
         self.skipped = 0
+        self.standings: dict[int, str] = {}  # id(Medication) -> "current" | "past"
 
     def belongs(self, resource: Mapping[str, Any], *, required: bool = True) -> bool:
         ref = _subject_reference(resource)
@@ -91,7 +98,10 @@ class _Reader:
         keep: Any,
         *,
         subject_required: bool = True,
+        standing: Any = None,
     ) -> list[Medication]:
+        """The uses `keep(status)` keeps; with `standing(resource, med)`, those it gives a
+        standing, in `self.standings` by identity."""
         out = []
         for resource in self.of_type(
             resources, MEDICATION_USE_TYPES, subject_required=subject_required
@@ -100,9 +110,50 @@ class _Reader:
             if not keep(status if isinstance(status, str) else None):  # odd shapes: no status
                 continue
             med = read_medication(resource, source, medications=referenced)
+            if med is not None and standing is not None:
+                kind = standing(resource, med)
+                if kind is None:
+                    continue
+                self.standings[id(med)] = kind
             if med is not None:
                 out.append(med)
         return out
+
+
+def _standing(now: datetime):
+    """Which uses on file count (contract §5): a MedicationRequest (or DSTU2 MedicationOrder)
+    `active` with an ordering `intent` (a plan or proposal is no order); a VKA `on-hold` with
+    one, too (it will resume); a MedicationStatement `active` or `intended` whose
+    `effectivePeriod.end` is not past. `standing(resource, med)` is "current", "past"
+    (history only: completed, stopped, on hold, a statement whose period has ended) or None
+    (not counted at all); the status stays as sent."""
+
+    def standing(resource: dict, med: Medication) -> str | None:
+        status = med.status
+        if resource.get("resourceType") == "MedicationStatement":
+            if status in STATEMENT_STATUSES:
+                return "past" if _ended(resource, now) else "current"
+            return "past" if status in PAST_STATUSES else None
+        intent = resource.get("intent")
+        if isinstance(intent, str) and intent not in ORDER_INTENTS:  # DSTU2/STU3: none
+            return None
+        if status == "active" or (status == "on-hold" and med.has(Ingredient.VKA)):
+            return "current"
+        return "past" if status in PAST_STATUSES else None
+
+    return standing
+
+
+def _ended(statement: dict, now: datetime) -> bool:
+    """`effectivePeriod.end` before `now`; a date-only end lasts to the end of that day."""
+    period = statement.get("effectivePeriod")
+    raw = period.get("end") if isinstance(period, dict) else None
+    end = parse_instant(raw)
+    if end is None:
+        return False
+    if isinstance(raw, str) and len(raw.strip()) <= 10:
+        end += timedelta(days=1)
+    return end <= now
 
 
 def _medication_index(resources: Iterable[Any], full_urls: Iterable[str | None] = ()) -> dict:
@@ -192,32 +243,44 @@ def build_facts(
     reader.skipped += len(patients) - (patient_resource is not None)
 
     observations = lab_observations(
-        reader.of_type(res.get("observations", []), frozenset({"Observation"}))
+        reader.of_type(res.get("observations", []), frozenset({"Observation"})), now
     )
     conditions = list(reader.of_type(res.get("conditions", []), frozenset({"Condition"})))
 
-    used = ACTIVE_STATUSES | PAST_STATUSES
+    used = ACTIVE_STATUSES | PAST_STATUSES | STATEMENT_STATUSES
+    standing = _standing(now)
+    draft_resources, draft_urls = _draft_entries(context)
+    # A medicationReference is resolved from a contained resource (medications.py), then from
+    # any Bundle held (every key's resources and the drafts), then from a `Medication/{id}`
+    # read (gather); its `display` is the last resort.
+    held = [resource for found in res.values() for resource in found]
+    referenced = {
+        **gathered.medications,
+        **_medication_index(held),
+        **_medication_index(draft_resources, draft_urls),
+    }
     on_record = [
         *reader.medications(
             res.get("medicationRequests", []),
             MedicationSource.REQUEST,
-            _medication_index(res.get("medicationRequests", [])),
+            referenced,
             lambda status: status in used,
+            standing=standing,
         ),
         *reader.medications(
             res.get("medicationStatements", []),
             MedicationSource.STATEMENT,
-            _medication_index(res.get("medicationStatements", [])),
+            referenced,
             lambda status: status in used,
+            standing=standing,
         ),
     ]
-    on_file = [m for m in on_record if m.status in ACTIVE_STATUSES]
-    past = [m for m in on_record if m.status in PAST_STATUSES]
-    draft_resources, draft_urls = _draft_entries(context)
+    on_file = [m for m in on_record if reader.standings[id(m)] == "current"]
+    past = [m for m in on_record if reader.standings[id(m)] == "past"]
     drafts = reader.medications(
         draft_resources,
         MedicationSource.DRAFT,
-        _medication_index(draft_resources, draft_urls),
+        referenced,
         lambda status: status not in DEAD_DRAFT_STATUSES,
         subject_required=False,  # drafts are this patient's by context; others' are dropped
     )

@@ -1,7 +1,9 @@
 """Conditions grouped into the contract's categories (codes in knowledge/conditions.json).
 
-Counted: clinicalStatus active/recurrence/relapse (R4 CodeableConcept or an STU3 plain string);
-an absent clinicalStatus counts unless the Condition has an abatement (then it is over).
+A state (osteoporosis, CKD, pregnancy…) counts with clinicalStatus active/recurrence/relapse
+(R4 CodeableConcept or an STU3 plain string); an absent clinicalStatus counts unless the
+Condition has an abatement (then it is over). A history (nephrolithiasis, falls: knowledge
+`history`) counts whatever its clinicalStatus, resolved included (contract §5).
 Never counted: verificationStatus entered-in-error or refuted. Codes only, no text matching.
 """
 
@@ -56,9 +58,24 @@ def _status_code(value: Any) -> str | None:
     return None
 
 
-def _counted(resource: dict) -> bool:
+def _recorded(resource: dict) -> bool:
+    """Not refuted nor entered in error: enough for a history."""
     data = load("conditions")
-    if _status_code(resource.get("verificationStatus")) in data["verification_status"]["excluded"]:
+    return (
+        _status_code(resource.get("verificationStatus"))
+        not in data["verification_status"]["excluded"]
+    )
+
+
+@cache
+def _history() -> frozenset[ConditionCategory]:
+    return frozenset(ConditionCategory(c) for c in load("conditions")["history"]["categories"])
+
+
+def _counted(resource: dict) -> bool:
+    """A state counts: recorded, and current."""
+    data = load("conditions")
+    if not _recorded(resource):
         return False
     clinical = _status_code(resource.get("clinicalStatus"))
     if clinical is None:
@@ -83,8 +100,9 @@ def read_conditions(conditions: Iterable[Any]) -> tuple[Condition, ...]:
     for resource in conditions:
         if not isinstance(resource, dict) or resource.get("resourceType") != "Condition":
             continue
-        if not _counted(resource):
+        if not _recorded(resource):
             continue
+        current = _counted(resource)
         code = resource.get("code")
         codings = code.get("coding") if isinstance(code, dict) else None
         categories: set[ConditionCategory] = set()
@@ -94,6 +112,8 @@ def read_conditions(conditions: Iterable[Any]) -> tuple[Condition, ...]:
             if not isinstance(coding, dict):
                 continue
             found = categorise(coding.get("system"), coding.get("code"))
+            if not current:
+                found &= _history()  # over: only a history still counts
             if found:
                 categories |= found
                 matched = matched or (coding["system"], coding["code"])

@@ -33,6 +33,8 @@ TIMING_CODES = {
     "Q4H": 6,
     "Q6H": 4,
     "Q8H": 3,
+    "Q12H": 2,
+    "HS": 1,
     "WK": 1 / 7,
     "MO": 1 / 30,
 }
@@ -140,6 +142,47 @@ def read_dose(dosage: dict) -> Dose | None:
     if unit in MASS_UNITS_UG:
         return Dose(ug=float(value) * MASS_UNITS_UG[unit])
     return Dose(count=float(value))  # tablets, capsules, {tbl}, drops, no unit …
+
+
+def _quantity_dose(quantity: Any) -> Dose | None:
+    if not isinstance(quantity, dict):
+        return None
+    value = finite(quantity.get("value"))
+    if value is None or value < 0:
+        return None
+    unit = normalise_unit(quantity.get("code")) or normalise_unit(quantity.get("unit"))
+    if unit in IU_UNITS:
+        return Dose(iu=float(value))
+    if unit in MASS_UNITS_UG:
+        return Dose(ug=float(value) * MASS_UNITS_UG[unit])
+    return Dose(count=float(value))
+
+
+def as_needed(dosage: dict) -> bool:
+    return dosage.get("asNeededBoolean") is True or isinstance(
+        dosage.get("asNeededCodeableConcept"), dict
+    )
+
+
+def max_per_period(dosage: dict) -> tuple[Dose, float] | None:
+    """`maxDosePerPeriod` as (the dose, periods per day): "at most 5,000 IU per day" is
+    (5,000 IU, 1); None when it is absent or cannot be read."""
+    ratio = dosage.get("maxDosePerPeriod")
+    if isinstance(ratio, list):  # R5 makes it a list; read the first
+        ratio = ratio[0] if ratio else None
+    if not isinstance(ratio, dict):
+        return None
+    dose = _quantity_dose(ratio.get("numerator"))
+    denominator = ratio.get("denominator")
+    if dose is None or not isinstance(denominator, dict):
+        return None
+    value = finite(denominator.get("value"))
+    unit_days = DAYS_PER_UNIT.get(
+        _word(denominator.get("code")) or _word(denominator.get("unit")) or ""
+    )
+    if not value or value <= 0 or not unit_days:
+        return None
+    return dose, 1.0 / (value * unit_days)
 
 
 def _range_high(value: Any) -> dict | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache
 from typing import Any, NamedTuple, TypeVar
 
@@ -132,12 +132,25 @@ class LabObservations:
     items: tuple[tuple[dict, tuple[str, ...]], ...]
 
 
-def lab_observations(observations: Iterable[Any] | LabObservations) -> LabObservations:
-    """One look at each resource: most of a record's labs are tests no reader counts."""
+# A result dated after the hook's time is ignored beyond this much clock skew (contract §5).
+CLOCK_SKEW = timedelta(days=1)
+_INHERITED = ("id", "status", "effectiveDateTime", "effectivePeriod", "issued", "effectiveInstant")
+
+
+def lab_observations(
+    observations: Iterable[Any] | LabObservations, now: datetime | None = None
+) -> LabObservations:
+    """One look at each resource: most of a record's labs are tests no reader counts.
+
+    A panel's `component` with a counted code counts like an Observation of its own (the
+    panel's id, status and date, the component's code and value). With `now`, a result dated
+    more than a day after it is left out: a future date is an error, not the latest level.
+    """
     if isinstance(observations, LabObservations):
         return observations
     counted = _counted_codes()
     statuses = _knowledge()["vitamin_d_25oh"]["statuses"]["values"]
+    latest = now + CLOCK_SKEW if now is not None else None
     items = []
     for resource in observations:
         if not isinstance(resource, dict) or resource.get("resourceType") != "Observation":
@@ -145,9 +158,34 @@ def lab_observations(observations: Iterable[Any] | LabObservations) -> LabObserv
         if resource.get("status") not in statuses:
             continue
         codes = _loinc_codes(resource)
-        if not counted.isdisjoint(codes):
-            items.append((resource, tuple(codes)))
+        found = [(resource, tuple(codes))] if not counted.isdisjoint(codes) else []
+        components = resource.get("component")
+        if isinstance(components, list):
+            found += _components(resource, components, counted)
+        for item in found:
+            if latest is not None:
+                when = _when(item[0])
+                if when is not None and when > latest:
+                    continue
+            items.append(item)
     return LabObservations(tuple(items))
+
+
+def _components(
+    panel: dict, components: list[Any], counted: frozenset[str]
+) -> list[tuple[dict, tuple[str, ...]]]:
+    out = []
+    for component in components:
+        if not isinstance(component, dict):
+            continue
+        codes = _loinc_codes(component)
+        if counted.isdisjoint(codes):
+            continue
+        own = {k: panel[k] for k in _INHERITED if k in panel}
+        own.update({k: v for k, v in component.items() if k.startswith("value") or k == "code"})
+        own["resourceType"] = "Observation"
+        out.append((own, tuple(codes)))
+    return out
 
 
 def _results(

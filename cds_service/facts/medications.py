@@ -396,9 +396,10 @@ def read_medication(
         if not isinstance(dosage, dict):
             continue
         dose = dosing.read_dose(dosage)
-        if dose is None:
+        ceiling = dosing.max_per_period(dosage) if dosing.as_needed(dosage) else None
+        if dose is None and ceiling is None:
             continue
-        amounts = _per_dose(dose, ingredients, strengths, texts)
+        amounts = _per_dose(dose, ingredients, strengths, texts) if dose is not None else {}
         per_day = dosing.administrations_per_day(dosage)
         course = course or dosing.course_days(dosage)
         timings.append(dosing.plain_timing(dosage))
@@ -408,7 +409,11 @@ def read_medication(
             amounts["vka"] = dose.count * sum(vka_mg)
         for family, amount in amounts.items():
             per_dose[family] = max(per_dose.get(family, 0.0), amount)
-            if per_day is not None and not dosing.single_administration(dosage):
+        if ceiling is not None:  # as needed: counted at its most (contract §5)
+            amounts = _per_dose(ceiling[0], ingredients, strengths, texts)
+            per_day = ceiling[1]
+        if per_day is not None and not dosing.single_administration(dosage):
+            for family, amount in amounts.items():
                 daily.setdefault(family, []).append((dosage.get("sequence"), amount * per_day))
 
     started, ended = _period(resource, course)
