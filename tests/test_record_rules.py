@@ -11,7 +11,7 @@ import json
 import pytest
 
 from cds_service.engine import cards_for
-from cds_service.facts.model import ConditionCategory, Ingredient
+from cds_service.facts.model import ConditionCategory, DrugClass
 
 from . import builders as b
 from .rule_facts import DEFAULT, condition, days_ago, facts, level, warfarin
@@ -63,7 +63,7 @@ def statement(order: dict, status: str, **extra) -> dict:
 )
 def test_a_medication_request_counts_by_its_intent(intent, counts):
     f = facts(meds=[vka(intent=intent), k2()])
-    assert bool(f.medications and any(m.has(Ingredient.VKA) for m in f.medications)) is counts
+    assert bool(f.medications and any(m.has(DrugClass.VKA) for m in f.medications)) is counts
     assert (INTERACTION in topics(f)) is counts
 
 
@@ -79,7 +79,7 @@ def test_a_vka_on_hold_still_meets_a_drafted_vitamin_k(status, counts):
 
 def test_a_vka_on_hold_counts_as_on_file_and_keeps_its_status():
     f = facts(meds=[vka(status="on-hold")])
-    assert [(m.status, m.has(Ingredient.VKA)) for m in f.medications] == [("on-hold", True)]
+    assert [(m.status, m.has(DrugClass.VKA)) for m in f.medications] == [("on-hold", True)]
     assert f.past_medications == ()
 
 

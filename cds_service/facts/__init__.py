@@ -24,7 +24,7 @@ from .labs import (
     read_vitamin_d_levels,
 )
 from .medications import read_medication
-from .model import Facts, Ingredient, LabDraft, Medication, MedicationSource
+from .model import DrugClass, Facts, LabDraft, Medication, MedicationSource
 from .patient import read_patient
 
 __all__ = ["Facts", "build_facts"]
@@ -137,7 +137,7 @@ def _standing(now: datetime):
         intent = resource.get("intent")
         if isinstance(intent, str) and intent not in ORDER_INTENTS:  # DSTU2/STU3: none
             return None
-        if status == "active" or (status == "on-hold" and med.has(Ingredient.VKA)):
+        if status == "active" or (status == "on-hold" and med.has(DrugClass.VKA)):
             return "current"
         return "past" if status in PAST_STATUSES else None
 

@@ -403,9 +403,9 @@ def read_medication(
         per_day = dosing.administrations_per_day(dosage)
         course = course or dosing.course_days(dosage)
         timings.append(dosing.plain_timing(dosage))
-        # by value: the VKA is an ingredient here, a drug class in newer facts ("vka" in both)
+        # by value: a VKA strength is kept under its drug class ("vka")
         vka_mg = [s.amount for s in strengths if s.ingredient == "vka" and s.unit == "mg"]
-        if dose.count is not None and vka_mg:
+        if dose is not None and dose.count is not None and vka_mg:
             amounts["vka"] = dose.count * sum(vka_mg)
         for family, amount in amounts.items():
             per_dose[family] = max(per_dose.get(family, 0.0), amount)

@@ -224,12 +224,13 @@ def vitamin_d_products(meds: Iterable[Medication]) -> list[Medication]:
 
 
 def focus_drafts(facts: Facts) -> tuple[Medication, ...]:
-    """Drafts the hook asks about: the selected ones on order-select, all on order-sign."""
+    """Drafts the hook asks about: the selected ones on order-select (none when the selections
+    name none of them), all on order-sign."""
     if facts.hook != "order-select":
         return facts.drafts
     chosen = {s.split("/", 1)[-1] for s in facts.selections}
-    selected = tuple(d for d in facts.drafts if d.id in chosen)
-    return selected or facts.drafts
+    # contract §5: only those named in `selections`, never every draft when none matches
+    return tuple(d for d in facts.drafts if d.id is not None and d.id in chosen)
 
 
 def on_vka(facts: Facts) -> bool:

@@ -17,6 +17,7 @@ from ..guideline import Guideline
 from . import common
 from .findings import Action, Create, Delete, Finding, LabOrder, Proposal
 from .topic import Topic
+from .vitamin_d_status import level_data
 
 HIGH_DOSE = "vitd-high-dose"
 ERGOCALCIFEROL = "vitd-ergocalciferol"
@@ -105,7 +106,7 @@ def high_dose(facts: Facts, g: Guideline) -> Finding | None:
         "first": crossed[0],
         "pregnant": facts.pregnant,
         "deficient": deficient,
-        "level": vitamin_d_status_level(level) if level else None,
+        "level": level_data(level) if level else None,
         "months": g.windows["deficiency_course_months"].value,
     }
     return Finding(
@@ -132,16 +133,6 @@ def _pregnancy_course(
     deletes = tuple(Delete(d.resource_type, d.id, d.name) for d in replace)
     return (Proposal("pregnancy-course", (Create(order), *deletes), {"course": course}),)
 
-
-def vitamin_d_status_level(level) -> dict:
-    return {
-        "ng_ml": level.ng_ml,
-        "comparator": level.comparator,
-        "raw_value": level.raw_value,
-        "raw_unit": level.raw_unit,
-        "date": level.when,
-        "loinc": level.loinc,
-    }
 
 
 def ergocalciferol(facts: Facts, g: Guideline) -> Finding | None:
