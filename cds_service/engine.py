@@ -49,11 +49,26 @@ class Outcome:
 
 
 def cards_for(facts: Facts, guideline: Guideline, patient_id: str) -> list[dict[str, Any]]:
-    """Cards for these facts: the rules' findings rendered with `cards/` and `orders`."""
-    return [
-        cards.render(finding, guideline, patient_id, facts.now)
-        for finding in rules.evaluate(facts, guideline)
-    ]
+    """Cards for these facts: the rules' findings rendered with `cards/` and `orders`.
+
+    A rule or a card that fails is logged (its name or topic and the exception type only: a
+    message could quote the record) and left out; the other cards still go out, never a 500
+    for all of them."""
+
+    def rule_failed(rule: Any, exc: Exception) -> None:
+        name = f"{getattr(rule, '__module__', '?')}.{getattr(rule, '__name__', '?')}"
+        log.error("a rule failed", extra={"rule": name, "cause": type(exc).__name__})
+
+    out = []
+    for finding in rules.evaluate(facts, guideline, on_error=rule_failed):
+        try:
+            out.append(cards.render(finding, guideline, patient_id, facts.now))
+        except Exception as exc:
+            log.error(
+                "a card could not be built",
+                extra={"topic": finding.topic, "cause": type(exc).__name__},
+            )
+    return out
 
 
 def respond(

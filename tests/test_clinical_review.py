@@ -650,3 +650,44 @@ def test_every_suggested_order_of_every_fixture_is_a_sandbox_product(
                         assert med.vitamin_d_iu_per_dose == shown, where
                         seen += 1
     assert seen > 30
+
+
+# --- one broken rule or card never takes the others down ----------------------------------------
+
+
+def test_a_failing_rule_or_card_is_left_out_and_the_other_cards_go_out(client, monkeypatch, caplog):
+    import logging
+
+    from cds_service import cards as cards_module
+    from cds_service import rules
+
+    def broken(facts, guideline):
+        raise ValueError("a record value that must not reach the log")
+
+    record = {
+        "levels": [b.vitamin_d(12, when=ago(20))],
+        "meds": [
+            b.medication_request(
+                "855332", "Warfarin Sodium 5 MG Oral Tablet", mid="w1", dose=1, unit="{tbl}"
+            ),
+            b.medication_request(*K2, mid="k2", dose=1, unit="{tbl}"),
+        ],
+    }
+    before = {c["source"]["topic"]["code"] for c in call(client, VIEW, **record)}
+    assert {"vitd-deficiency", "vka-vitamin-k-interaction"} <= before
+    caplog.set_level(logging.ERROR, logger="cds_service.engine")
+    monkeypatch.setattr(rules, "RULES", (broken, *rules.RULES))
+    real_render = cards_module.render
+
+    def render(finding, *args, **kwargs):
+        if finding.topic == "vitd-deficiency":
+            raise KeyError("x")
+        return real_render(finding, *args, **kwargs)
+
+    monkeypatch.setattr(cards_module, "render", render)
+    after = {c["source"]["topic"]["code"] for c in call(client, VIEW, **record)}
+    assert after == before - {"vitd-deficiency"}
+    messages = [(r.getMessage(), getattr(r, "cause", None)) for r in caplog.records]
+    assert ("a rule failed", "ValueError") in messages
+    assert ("a card could not be built", "KeyError") in messages
+    assert "must not reach the log" not in caplog.text

@@ -7,6 +7,8 @@ is the order cards appear in.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ..facts.model import Facts
 from ..guideline import Guideline
 from . import (
@@ -44,8 +46,24 @@ TOPIC_IDS: tuple[str, ...] = tuple(t.id for t in TOPICS)
 SAFETY_TOPICS: tuple[str, ...] = tuple(t.id for t in TOPICS if t.safety)
 
 
-def evaluate(facts: Facts, guideline: Guideline) -> list[Finding]:
-    """Every finding for these facts. A deceased patient gets none (contract §5)."""
+def evaluate(
+    facts: Facts,
+    guideline: Guideline,
+    on_error: Callable[[Callable, Exception], None] | None = None,
+) -> list[Finding]:
+    """Every finding for these facts. A deceased patient gets none (contract §5).
+
+    With `on_error`, a rule that raises is reported to it and the other rules still run (the
+    service: one broken rule must not take every card down); without, the error propagates
+    (tests)."""
     if facts.patient is not None and facts.patient.deceased:
         return []
-    return [finding for rule in RULES for finding in rule(facts, guideline)]
+    found: list[Finding] = []
+    for rule in RULES:
+        try:
+            found.extend(rule(facts, guideline))
+        except Exception as exc:
+            if on_error is None:
+                raise
+            on_error(rule, exc)
+    return found
