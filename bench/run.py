@@ -5,7 +5,9 @@
    under gunicorn (2 workers, auth on: a bench JWT issuer, RS384 as Epic signs by default, or
    `--alg ES384` as the sandbox does; a fresh `jti` per request,
    `aud` = the called URL, `exp` 10 minutes ahead) against the framework floor: a bare Flask
-   app echoing the JSON under the same gunicorn settings, driven by the same load generator.
+   app that parses the same JSON and answers a small card list (no echo) under the same
+   gunicorn settings and worker class, driven by the same load generator; per alternating
+   round and as medians, with worker CPU per call and calls per worker.
 2. No prefetch, a loopback FHIR stub adding 50 ms to every query: call latency / 50 ms.
 3. Peak RSS per worker after 10,000 requests, and growth over them.
 
