@@ -14,6 +14,13 @@ that pipelines, or the discard of an unread body that read past it) never make i
 so that request was closed unanswered after `keepalive` seconds. Such a connection goes
 straight back to a thread instead. (The app also discards an unread body before answering,
 `body_drain.py`, so a client that waits for each answer is safe under any worker.)
+
+Both workers busy (issue 19): a gthread worker keeps each connection where it was accepted,
+so under a few long-lived keep-alive connections (what EHRs and load balancers hold) one
+worker could hold them all while the other idled. Each connection is therefore answered at
+most `MAX_REQUESTS_PER_CONNECTION` times: the last answer carries `Connection: close` (the
+call itself is answered in full, nothing is lost), and the client's new connection goes to
+whichever worker accepts it first, so the connections keep redistributing over the workers.
 """
 
 from __future__ import annotations
@@ -30,7 +37,19 @@ def _has_read_ahead(conn: object) -> bool:
         return view.nbytes > 0
 
 
+MAX_REQUESTS_PER_CONNECTION = 100
+
+
 class GracefulThreadWorker(ThreadWorker):
+    max_requests_per_connection = MAX_REQUESTS_PER_CONNECTION
+
+    def handle_request(self, req, conn):  # type: ignore[no-untyped-def]
+        served = getattr(conn, "vitd_served", 0) + 1
+        conn.vitd_served = served
+        if served >= self.max_requests_per_connection:
+            req.must_close = True  # answered in full, with `Connection: close`
+        return super().handle_request(req, conn)
+
     def finish_request(self, conn, fs) -> None:
         kept_alive = self.alive and not fs.cancelled() and fs.exception() is None
         if kept_alive and fs.result() is True and _has_read_ahead(conn):
