@@ -131,20 +131,12 @@ def read_dose(dosage: dict) -> Dose | None:
                 break
     if not quantity:
         quantity = dosage.get("doseQuantity") or _range_high(dosage.get("doseRange"))
-    if not isinstance(quantity, dict):
-        return None
-    value = finite(quantity.get("value"))
-    if value is None or value < 0:
-        return None
-    unit = normalise_unit(quantity.get("code")) or normalise_unit(quantity.get("unit"))
-    if unit in IU_UNITS:
-        return Dose(iu=float(value))
-    if unit in MASS_UNITS_UG:
-        return Dose(ug=float(value) * MASS_UNITS_UG[unit])
-    return Dose(count=float(value))  # tablets, capsules, {tbl}, drops, no unit …
+    return _quantity_dose(quantity)
 
 
 def _quantity_dose(quantity: Any) -> Dose | None:
+    """One Quantity as a Dose: IU, a mass, or a count of units (tablets, capsules, {tbl},
+    drops, no unit …)."""
     if not isinstance(quantity, dict):
         return None
     value = finite(quantity.get("value"))
