@@ -304,7 +304,7 @@ def test_only_observations_a_reader_counts_are_read_at_all(monkeypatch):
     original = labs._loinc_codes
     monkeypatch.setattr(labs, "_loinc_codes", lambda r: looks.append(r["id"]) or original(r))
     kept = labs.lab_observations([*record, "not a resource", None, obs(10, status="preliminary")])
-    assert [r["id"] for r, _codes in kept.items] == [f"o{n}" for n in range(len(counted))] + [
+    assert [r["id"] for r, _codes, _when in kept.items] == [f"o{n}" for n in range(len(counted))] + [
         "both"
     ]
     assert sorted(looks) == sorted(r["id"] for r in record)  # one look at each resource

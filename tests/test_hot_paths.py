@@ -30,6 +30,36 @@ def test_recognised_text_is_cached_only_when_short():
     assert medications._recognise_text_cached.cache_info().maxsize == 4096
 
 
+
+def test_strengths_from_names_are_cached_only_when_short():
+    medications._strengths_from_names_cached.cache_clear()
+    names = ("Cholecalciferol 50000 UNT Oral Capsule",)
+    first = medications.strengths_from_names(names)
+    assert first and first == medications._strengths_from_names(names)
+    assert medications.strengths_from_names(list(names)) == first  # any iterable, same key
+    assert medications._strengths_from_names_cached.cache_info().hits == 1
+    long = ("Cholecalciferol 1000 UNT Oral Tablet " + "x" * 5000,)
+    assert medications.strengths_from_names(long) == medications._strengths_from_names(long)
+    assert medications._strengths_from_names_cached.cache_info().currsize == 1
+    assert medications._strengths_from_names_cached.cache_info().maxsize == 4096
+
+
+@pytest.mark.parametrize(
+    "sent, expected",
+    [("ng/mL", "ng/mL"), ("NG/ML", "ng/mL"), (" ng/ml ", "ng/mL"), ("nmol/L", "nmol/L"),
+     ("NMOL/L", "nmol/L"), ("mg/dL", None), ("", None)],
+)  # fmt: skip
+def test_a_unit_is_found_case_insensitively_with_the_tables_spelling(sent, expected):
+    from cds_service.facts import labs
+    from cds_service.knowledge import load
+
+    table = load("labs")["vitamin_d_25oh"]["units_to_ng_ml"]
+    assert labs._unit_key(sent, table) == expected
+    scanned = next((k for k in table if k.lower() == sent.strip().lower()), None)
+    assert labs._unit_key(sent, table) == scanned  # what a scan in table order finds
+    changed = {"NG/ML": {"factor": 1.0}, **table}  # another table object: its own spellings
+    assert labs._unit_key("ng/ml", changed) == "NG/ML"
+
 # --- issued-card records written in the background ------------------------------------------
 
 

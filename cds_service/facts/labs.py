@@ -67,8 +67,22 @@ def _when(resource: dict) -> datetime | None:
 
 def _unit_key(unit: str, table: dict[str, Any]) -> str | None:
     """The table's spelling of `unit`, matched case-insensitively (ng/ml = ng/mL)."""
-    wanted = unit.strip().lower()
-    return next((key for key in table if key.lower() == wanted), None)
+    return _lowered(id(table), table).get(unit.strip().lower())
+
+
+_LOWERED: dict[int, tuple[dict[str, Any], dict[str, str]]] = {}
+
+
+def _lowered(key: int, table: dict[str, Any]) -> dict[str, str]:
+    """Lower-cased unit -> the table's spelling (the first, as a scan in order would find),
+    made once per unit table (the knowledge tables live as long as the process)."""
+    held = _LOWERED.get(key)
+    if held is None or held[0] is not table:
+        lowered: dict[str, str] = {}
+        for spelling in table:
+            lowered.setdefault(spelling.lower(), spelling)
+        held = _LOWERED[key] = (table, lowered)
+    return held[1]
 
 
 def _quantity(resource: dict) -> tuple[float | None, str | None, str | None, str | None]:
@@ -127,9 +141,9 @@ class _Result(NamedTuple):
 @dataclass(frozen=True)
 class LabObservations:
     """The Observations some reader here counts (status final/amended/corrected, a counted
-    LOINC code), each with its LOINC codes, read once for all the readers."""
+    LOINC code), each with its LOINC codes and its date, read once for all the readers."""
 
-    items: tuple[tuple[dict, tuple[str, ...]], ...]
+    items: tuple[tuple[dict, tuple[str, ...], datetime | None], ...]
 
 
 # A result dated after the hook's time is ignored beyond this much clock skew (contract §5).
@@ -162,12 +176,11 @@ def lab_observations(
         components = resource.get("component")
         if isinstance(components, list):
             found += _components(resource, components, counted)
-        for item in found:
-            if latest is not None:
-                when = _when(item[0])
-                if when is not None and when > latest:
-                    continue
-            items.append(item)
+        for item, item_codes in found:
+            when = _when(item)
+            if latest is not None and when is not None and when > latest:
+                continue
+            items.append((item, item_codes, when))
     return LabObservations(tuple(items))
 
 
@@ -200,11 +213,13 @@ def _results(
     """`unitless_factor`: how a number sent with no unit converts (None: it is unreadable).
     An Observation carrying an excluded code is not counted even with an accepted one."""
     out = []
-    for resource, codes in lab_observations(observations).items:
+    for resource, codes, when in lab_observations(observations).items:
         if not excluded.isdisjoint(codes):
             continue
-        loinc = next((c for c in codes if c in accepted), None)
-        if loinc is None:
+        for loinc in codes:
+            if loinc in accepted:
+                break
+        else:
             continue
         number, comparator, raw, unit = _quantity(resource)
         key = _unit_key(unit, units) if unit else None
@@ -222,7 +237,7 @@ def _results(
                 rid if isinstance(rid, str) else None,
                 loinc,
                 resource["status"],
-                _when(resource),
+                when,
                 converted,
                 comparator,
                 raw,

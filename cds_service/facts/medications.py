@@ -276,6 +276,18 @@ def _elemental(amounts: list[IngredientAmount], component: str) -> list[Ingredie
 
 def strengths_from_names(texts: Iterable[str]) -> tuple[IngredientAmount, ...]:
     """Per-unit strengths parsed from the first name that states any."""
+    names = tuple(texts)
+    if sum(map(len, names)) <= _CACHED_TEXT_CHARS:  # product names repeat from call to call
+        return _strengths_from_names_cached(names)
+    return _strengths_from_names(names)
+
+
+@lru_cache(maxsize=4096)
+def _strengths_from_names_cached(texts: tuple[str, ...]) -> tuple[IngredientAmount, ...]:
+    return _strengths_from_names(texts)
+
+
+def _strengths_from_names(texts: tuple[str, ...]) -> tuple[IngredientAmount, ...]:
     for text in texts:
         found: list[IngredientAmount] = []
         for component in components(text):
