@@ -420,3 +420,46 @@ def test_an_in_memory_sqlite_store_keeps_using_the_engine():
         assert s._raw == []
     finally:
         s.dispose()
+
+
+# --- facts built with a one-call __init__ -------------------------------------------------------
+
+
+def test_every_facts_class_keeps_the_dataclass_behaviour_with_a_quicker_init():
+    import dataclasses
+    import inspect
+
+    from cds_service.facts import model
+
+    classes = [
+        c for c in vars(model).values()
+        if isinstance(c, type) and dataclasses.is_dataclass(c) and c.__module__ == model.__name__
+    ]  # fmt: skip
+    assert {"Medication", "VitaminDLevel", "Facts", "Condition"} <= {c.__name__ for c in classes}
+    for cls in classes:
+        plain = dataclasses.dataclass(frozen=True)(
+            type(cls.__name__, (), {"__annotations__": dict(cls.__annotations__), **{
+                f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING
+            }})
+        )  # fmt: skip
+        assert inspect.signature(cls) == inspect.signature(plain), cls.__name__
+        assert "update" in cls.__init__.__code__.co_names, cls.__name__  # the one-call init
+        required = [
+            f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        ]  # fmt: skip
+        values = {name: (n,) for n, name in enumerate(required)}
+        one, two = cls(**values), cls(*values.values())
+        assert one == two and hash(one) == hash(two)
+        for f in dataclasses.fields(cls):
+            expected = values[f.name] if f.name in values else f.default
+            assert getattr(one, f.name) == expected
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            one.__setattr__(dataclasses.fields(cls)[0].name, "changed")
+        with pytest.raises(TypeError):
+            cls(**values, not_a_field=1)
+        if required:
+            with pytest.raises(TypeError):
+                cls()
+            changed = dataclasses.replace(one, **{required[0]: ("other",)})
+            assert getattr(changed, required[0]) == ("other",) and changed != one

@@ -8,8 +8,43 @@ mg, years) so no rule has to convert.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import date, datetime
+from typing import TypeVar, dataclass_transform
+
+_T = TypeVar("_T")
+
+
+@dataclass_transform(frozen_default=True, field_specifiers=(field,))
+def frozen(cls: type[_T]) -> type[_T]:
+    """`@dataclass(frozen=True)` with a quicker `__init__`: the generated one sets each field
+    through `object.__setattr__` (about 0.1 µs a field), this one fills the instance's
+    `__dict__` in one call. A call builds a few dozen of these; the signature, defaults,
+    equality, hashing and immutability are the dataclass's own."""
+    cls = dataclass(frozen=True)(cls)
+    params = []
+    defaults: dict[str, object] = {}
+    for f in fields(cls):
+        if not f.init or f.default_factory is not MISSING or hasattr(cls, "__post_init__"):
+            return cls  # not the simple case: keep the dataclass's own
+        if f.default is MISSING:
+            params.append(f.name)
+        else:
+            defaults[f"_default_{f.name}"] = f.default
+            params.append(f"{f.name}=_default_{f.name}")
+    names = [f.name for f in fields(cls)]
+    source = (
+        f"def __init__(self, {', '.join(params)}):\n"
+        f"    self.__dict__.update({', '.join(f'{n}={n}' for n in names)})\n"
+    )
+    namespace: dict[str, object] = {}
+    exec(source, defaults, namespace)  # noqa: S102 - field names from this module's classes
+    init = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"  # type: ignore[attr-defined]
+    init.__doc__ = cls.__init__.__doc__
+    init.__annotations__ = dict(cls.__init__.__annotations__)  # the same signature
+    cls.__init__ = init  # type: ignore[misc]
+    return cls
 
 
 class Ingredient(enum.StrEnum):
@@ -73,7 +108,7 @@ class MedicationSource(enum.StrEnum):
     DRAFT = "draft"  # in context.draftOrders (order-select / order-sign)
 
 
-@dataclass(frozen=True)
+@frozen
 class Patient:
     id: str | None
     birth_date: date | None
@@ -84,7 +119,7 @@ class Patient:
     name: str | None = None  # for the history page's header only; never in cards or logs
 
 
-@dataclass(frozen=True)
+@frozen
 class VitaminDLevel:
     """One total 25(OH)D result, normalised to ng/mL when it can be read."""
 
@@ -102,7 +137,7 @@ class VitaminDLevel:
         return self.ng_ml is not None
 
 
-@dataclass(frozen=True)
+@frozen
 class CalciumLevel:
     """One serum calcium result, normalised to mg/dL (mmol/L × 4.008)."""
 
@@ -115,7 +150,7 @@ class CalciumLevel:
     raw_unit: str | None
 
 
-@dataclass(frozen=True)
+@frozen
 class InrLevel:
     """One INR result (a dimensionless ratio); `ratio` is None when it cannot be read."""
 
@@ -133,7 +168,7 @@ class InrLevel:
         return self.ratio is not None
 
 
-@dataclass(frozen=True)
+@frozen
 class BmiLevel:
     """One body mass index result in kg/m² (LOINC 39156-5); `kg_m2` None when unreadable."""
 
@@ -147,7 +182,7 @@ class BmiLevel:
     raw_unit: str | None
 
 
-@dataclass(frozen=True)
+@frozen
 class IngredientAmount:
     """How much of one ingredient one unit of the product holds (tablet, capsule, mL, drop)."""
 
@@ -156,7 +191,7 @@ class IngredientAmount:
     unit: str  # "IU" for vitamin D; "mg" elemental for calcium; "ug" for vitamin K; "mg" others
 
 
-@dataclass(frozen=True)
+@frozen
 class DoseTiming:
     """The structured schedule of one dosage (timing.repeat), kept to copy it exactly.
 
@@ -171,7 +206,7 @@ class DoseTiming:
     bounds: tuple[float, str] | None = None
 
 
-@dataclass(frozen=True)
+@frozen
 class Medication:
     """One medication use (order, statement or draft) with what the service recognised."""
 
@@ -236,7 +271,7 @@ class ConditionCategory(enum.StrEnum):
     OBESITY = "obesity"
 
 
-@dataclass(frozen=True)
+@frozen
 class Condition:
     condition_id: str | None
     categories: frozenset[ConditionCategory]
@@ -245,7 +280,7 @@ class Condition:
     onset: datetime | None
 
 
-@dataclass(frozen=True)
+@frozen
 class LabDraft:
     """A drafted laboratory test (ServiceRequest) in draftOrders, coded in LOINC."""
 
@@ -256,7 +291,7 @@ class LabDraft:
     when: datetime | None  # occurrence (start), else authoredOn; None: not stated (now)
 
 
-@dataclass(frozen=True)
+@frozen
 class Facts:
     """Everything the rules may know about one call."""
 
