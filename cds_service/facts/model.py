@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from dataclasses import MISSING, dataclass, field, fields
 from datetime import date, datetime
+from functools import cached_property
 from typing import TypeVar, dataclass_transform
 
 _T = TypeVar("_T")
@@ -242,15 +243,15 @@ class Medication:
 
     def has(self, *kinds: Ingredient | DrugClass) -> bool:
         """The product holds one of these ingredients or belongs to one of these classes."""
-        return any(k in self.ingredients or k in self.classes for k in kinds)
+        return not (self.ingredients.isdisjoint(kinds) and self.classes.isdisjoint(kinds))
 
     @property
     def has_vitamin_d(self) -> bool:
-        return any(i.is_vitamin_d for i in self.ingredients)
+        return not self.ingredients.isdisjoint(VITAMIN_D_INGREDIENTS)
 
     @property
     def has_vitamin_k(self) -> bool:
-        return any(i.is_vitamin_k for i in self.ingredients)
+        return not self.ingredients.isdisjoint(VITAMIN_K_INGREDIENTS)
 
 
 class ConditionCategory(enum.StrEnum):
@@ -315,8 +316,9 @@ class Facts:
     skipped: int = 0  # resources that could not be read and were skipped
     notes: tuple[str, ...] = field(default=())  # non-clinical notes (e.g. "no birthDate")
 
-    @property
+    @cached_property
     def categories(self) -> frozenset[ConditionCategory]:
+        """Read by most rules: worked out once per call (the facts never change)."""
         out: set[ConditionCategory] = set()
         for c in self.conditions:
             out |= c.categories
