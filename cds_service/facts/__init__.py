@@ -79,13 +79,17 @@ class _Reader:
     def of_type(
         self, resources: Iterable[Any], types: frozenset[str], *, subject_required: bool = True
     ) -> Iterator[dict]:
+        usual = self._usual
         for resource in resources:
             if not isinstance(resource, dict):
                 continue
             resource_type = resource.get("resourceType")
             if not isinstance(resource_type, str) or resource_type not in types:
                 continue
-            if self.belongs(resource, required=subject_required):
+            subject = resource.get("subject")  # nearly every resource: "Patient/<id>" as is
+            if isinstance(subject, dict) and subject.get("reference") == usual:
+                yield resource
+            elif self.belongs(resource, required=subject_required):
                 yield resource
             else:
                 self.skipped += 1
