@@ -1,4 +1,4 @@
-"""`make bench`: the three benchmark scenarios of issue 8, printed with their ratios.
+"""`make bench`: the benchmark scenarios of issues 8 and 19, printed with their ratios.
 
 1. Throughput and p50/p99 at 16 connections, realistic order-sign call (full prefetch: 20
    Observations, 15 MedicationRequests, 10 Conditions, a draft D3 + K2 order), the service
@@ -10,6 +10,8 @@
    round and as medians, with worker CPU per call and calls per worker.
 2. No prefetch, a loopback FHIR stub adding 50 ms to every query: call latency / 50 ms.
 3. Peak RSS per worker after 10,000 requests, and growth over them.
+4. The same order-sign call one after the other on one connection (an EHR's single user):
+   p50/p99 of service and floor (`--sequential-calls`, default 1,000).
 
     .venv/bin/python bench/run.py [--auth off] [--requests 10000] [--connections 16]
 
@@ -175,6 +177,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=16, help="threads per worker (both apps)")
     parser.add_argument("--fhir-delay", type=float, default=0.05, help="stub delay per query, s")
     parser.add_argument("--prefetchless-calls", type=int, default=100)
+    parser.add_argument("--sequential-calls", type=int, default=1_000,
+                        help="heavy order-sign calls one after the other on one connection")
     parser.add_argument("--database-url", help="store (default: a fresh SQLite file)")
     parser.add_argument("--redis-url", help="REDIS_URL for the service (JWT replay store)")
     args = parser.parse_args()
@@ -245,6 +249,12 @@ def main() -> int:
                     cpu_ms[name] += sum(spent)
             rss_after = {pid: rss_mb(pid) for pid in workers}
             service, floor = merged(rounds["service"]), merged(rounds["floor"])
+
+            # --- 4: one connection, one call after the other (an EHR's single user) ----------
+            sequential = {
+                name: measure(app, issuer.jobs(base, ORDER_SIGN, body, args.sequential_calls), 1)
+                for name, app in apps.items()
+            }
 
             # --- 2: no prefetch, slow FHIR ----------------------------------------------------
             with FhirStub(delay_s=args.fhir_delay) as stub:
@@ -327,6 +337,14 @@ def main() -> int:
             f"{rss_warm[pid]:.1f} MB, growth over {args.requests:,} requests "
             f"{now - rss_warm[pid]:+.1f} MB)  (target <= 120 MB, no growth)"
         )
+    print(f"\n== 4. order-sign, full prefetch, one connection, {args.sequential_calls:,} calls "
+          "one after the other ==")
+    for name, result in sequential.items():
+        print(f"{name:>7}: p50 {result.percentile(50) * 1000:.2f} ms, "
+              f"p99 {result.percentile(99) * 1000:.2f} ms, "
+              f"max {max(result.latencies_s) * 1000:.2f} ms"
+              + (" (target: service p99 <= 10 ms)" if name == "service" else ""))
+
     print(f"\ninterpreter (every figure above, service and floor): {interpreter()}")
     load_end = os.getloadavg()
     print(
