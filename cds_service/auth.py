@@ -36,7 +36,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -580,17 +579,49 @@ def _claimed_aud(authorization: str | None) -> list[str] | str | None:
     return f"<{type(aud).__name__}>"
 
 
+class ParsedKeys:
+    """Public keys parsed from JWKs, once per key and algorithm: parsing a JWK costs more than
+    checking a signature with it.
+
+    Looked up by the JWK dict's identity (the issuer's inline keys and a fetched key set hand
+    out the same dicts call after call) and confirmed by content: an entry keeps a copy of the
+    JWK and is used only while it equals the JWK asked for, so a refreshed key set, or a new
+    dict at a reused address, is parsed afresh and never served a stale key. At most `size`
+    entries, the oldest dropped first. (It was an `lru_cache` keyed by the JWK serialised with
+    `json.dumps(sort_keys=True)` on every call.)"""
+
+    def __init__(self, size: int = 64) -> None:
+        self._size = size
+        self._entries: dict[tuple[int, str], tuple[dict, Any]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, jwk: dict, alg: str) -> Any:
+        """The public key of `jwk` for `alg`'s family (RSA or EC); never an HMAC secret.
+        Raises PyJWT's errors for a key it cannot use."""
+        slot = (id(jwk), alg)
+        entry = self._entries.get(slot)
+        if entry is not None and entry[0] == jwk:
+            return entry[1]
+        family = {"ES": ECAlgorithm, "PS": RSAPSSAlgorithm}.get(alg[:2], RSAAlgorithm)
+        key = family.from_jwk(jwk)
+        key = key.public_key() if hasattr(key, "private_bytes") else key
+        with self._lock:
+            if slot not in self._entries and len(self._entries) >= self._size:
+                del self._entries[next(iter(self._entries))]
+            self._entries[slot] = (dict(jwk), key)
+        return key
+
+    def cache_clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+_parsed_key = ParsedKeys()
+
+
 def _public_key(jwk: dict, alg: str) -> Any:
-    """The public key of `jwk` for `alg`'s family (RSA or EC); never an HMAC secret."""
-    return _parsed_key(json.dumps(jwk, sort_keys=True), alg)
-
-
-@lru_cache(maxsize=64)
-def _parsed_key(jwk_json: str, alg: str) -> Any:
-    """Parsing a JWK costs more than checking a signature with it: once per key and family."""
-    family = {"ES": ECAlgorithm, "PS": RSAPSSAlgorithm}.get(alg[:2], RSAAlgorithm)
-    key = family.from_jwk(jwk_json)
-    return key.public_key() if hasattr(key, "private_bytes") else key
+    """The public key of `jwk` for `alg`: see `ParsedKeys`."""
+    return _parsed_key(jwk, alg)
 
 
 def is_loopback(host: str) -> bool:
