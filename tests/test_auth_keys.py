@@ -13,7 +13,8 @@ from .jwt_helpers import signer
 
 
 def _key(jwk: dict, alg: str):
-    return auth_module._public_key(jwk, alg)
+    key, _warning = auth_module._public_key(jwk, alg)
+    return key
 
 
 def test_a_jwk_is_parsed_once_without_serialising_it_per_call(monkeypatch):
