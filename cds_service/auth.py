@@ -31,19 +31,21 @@ import hashlib
 import ipaddress
 import json
 import logging
+import re
 import threading
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from functools import lru_cache
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 from urllib.parse import urlsplit
 
 import jwt
 import requests
-from jwt.algorithms import ECAlgorithm, RSAAlgorithm, RSAPSSAlgorithm
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm, RSAPSSAlgorithm, get_default_algorithms
+from jwt.warnings import InsecureKeyLengthWarning
 
 from .config import ConfigError, Settings
 from .errors import ApiError, Unauthorized
@@ -73,6 +75,9 @@ ALGORITHMS: dict[str, tuple[str, str | None]] = {
     "ES384": ("EC", "P-384"),
     "ES512": ("EC", "P-521"),
 }
+_PYJWT_ALGORITHMS = get_default_algorithms()
+# alg -> PyJWT's own algorithm object: it checks the signature (an EC one in its raw r||s form)
+VERIFIERS = {alg: _PYJWT_ALGORITHMS[alg] for alg in ALGORITHMS}
 
 
 class Rejection(StrEnum):
@@ -431,11 +436,12 @@ class Authenticator:
         token = _bearer(authorization)
         if not self.issuers:
             raise AuthRejected(Rejection.NOT_CONFIGURED)
-        header, unverified = _peek(token)
+        parsed = _parse(token)
+        header = parsed.header
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in ALGORITHMS:
             raise AuthRejected(Rejection.ALG_NOT_ALLOWED)
-        iss = unverified.get("iss") if isinstance(unverified, dict) else None
+        iss = parsed.claims.get("iss")
         issuer = self.issuers.get(iss) if isinstance(iss, str) else None
         if issuer is None:
             raise AuthRejected(Rejection.UNKNOWN_ISSUER)
@@ -443,7 +449,7 @@ class Authenticator:
         if kid is not None and not isinstance(kid, str):
             raise AuthRejected(Rejection.MALFORMED)
         candidates = self._keys(issuer, header.get("jku"), kid)
-        claims = self._decode(token, alg, candidates, audience, issuer.iss)
+        claims = self._decode(parsed, alg, candidates, audience, issuer.iss)
         self._check_times(claims)
         jti = claims.get("jti")
         if not isinstance(jti, str) or not jti or len(jti) > MAX_JTI_CHARS:
@@ -473,9 +479,15 @@ class Authenticator:
         return found
 
     def _decode(
-        self, token: str, alg: str, candidates: list[dict], audience: list[str], iss: str
+        self, token: Token, alg: str, candidates: list[dict], audience: list[str], iss: str
     ) -> dict:
-        """Claims of `token` checked against the first key of the right type that verifies."""
+        """Claims of `token` checked against the first key of the right type that verifies.
+
+        What `jwt.decode(token, key, algorithms=[alg], audience=audience, issuer=iss,
+        leeway=LEEWAY_S, options={"require": ["exp", "iat", "jti", "iss", "aud"]})` (PyJWT 2.15)
+        checks, in its order and with its verdicts, on the token `_parse` read once: the
+        segments (`_check_form`), the signature (PyJWT's algorithm object), then the claims
+        (`_check_claims`). tests/test_auth_decode.py holds the two side by side."""
         kty, curve = ALGORITHMS[alg]
         usable = [
             k
@@ -487,34 +499,21 @@ class Authenticator:
         ]
         if not usable:
             raise AuthRejected(Rejection.UNKNOWN_KEY)
-        last = Rejection.BAD_SIGNATURE
+        _check_form(token)
+        verifier = VERIFIERS[alg]
         for jwk in usable:
             try:
-                key = _public_key(jwk, alg)
-                return jwt.decode(
-                    token,
-                    key,
-                    algorithms=[alg],
-                    audience=audience,
-                    issuer=iss,
-                    leeway=LEEWAY_S,
-                    options={"require": ["exp", "iat", "jti", "iss", "aud"]},
-                )
-            except jwt.InvalidSignatureError:
-                last = Rejection.BAD_SIGNATURE
-            except jwt.ExpiredSignatureError:
-                raise AuthRejected(Rejection.EXPIRED) from None
-            except jwt.ImmatureSignatureError:
-                raise AuthRejected(Rejection.NOT_YET_VALID) from None
-            except jwt.MissingRequiredClaimError:
-                raise AuthRejected(Rejection.MISSING_CLAIM) from None
-            except jwt.InvalidAudienceError:
-                raise AuthRejected(Rejection.AUD_MISMATCH) from None
-            except jwt.InvalidIssuerError:
-                raise AuthRejected(Rejection.UNKNOWN_ISSUER) from None
+                key, weak = _public_key(jwk, alg)
+                if weak:  # PyJWT warns on every call with a short RSA key; so do we
+                    warnings.warn(weak, InsecureKeyLengthWarning, stacklevel=2)
+                if verifier.verify(token.signing_input, key, token.signature):
+                    break
             except (jwt.PyJWTError, ValueError, TypeError):
                 raise AuthRejected(Rejection.MALFORMED) from None
-        raise AuthRejected(last)
+        else:
+            raise AuthRejected(Rejection.BAD_SIGNATURE)
+        _check_claims(token.claims, audience, iss)
+        return token.claims
 
     @staticmethod
     def _check_times(claims: Mapping[str, Any]) -> None:
@@ -548,6 +547,39 @@ def _bearer(authorization: str | None) -> str:
     return token
 
 
+class Token(NamedTuple):
+    """A bearer token read once (`_parse`), not yet verified."""
+
+    header: dict
+    claims: dict
+    signing_input: bytes  # header and payload segments as sent: what the signature covers
+    signature: bytes
+    # Every segment is base64url as PyJWT takes it (`_strict_base64url`); when not, the token
+    # is refused as malformed, but only where `jwt.decode` would have refused it (`_check_form`)
+    well_formed: bool
+
+
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
+# The last character of 2 (3) characters past a multiple of 4 carries 4 (2) bits that encode
+# nothing; they must be zero, so that each byte string has exactly one encoding.
+_LAST_CHARACTER = {0: None, 2: frozenset("AQgw"), 3: frozenset("AEIMQUYcgkosw048")}
+
+
+def _strict_base64url(segment: str) -> bool:
+    """True when PyJWT 2.15 (`PyJWS._decode_base64url_segment`) takes `segment`: the base64url
+    alphabet only, the canonical encoding, at most the '=' padding that completes a multiple of
+    4 characters. One C-level scan instead of PyJWT's generator over every character."""
+    stripped = segment.rstrip("=")
+    padding = len(segment) - len(stripped)
+    if padding and (padding > 2 or len(segment) % 4):
+        return False
+    rest = len(stripped) % 4
+    if rest == 1 or _BASE64URL.fullmatch(stripped) is None:
+        return False
+    last = _LAST_CHARACTER[rest]
+    return last is None or stripped[-1] in last
+
+
 def _segment(segment: str) -> dict:
     raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
     value = json.loads(raw)
@@ -556,41 +588,150 @@ def _segment(segment: str) -> dict:
     return value
 
 
-def _peek(token: str) -> tuple[dict, dict]:
-    """(header, claims) of `token`, unverified: only to choose the issuer and key. One cheap
-    read; `jwt.decode` in `_decode` then parses and checks everything for real."""
-    head, payload, _signature = token.split(".")  # `_bearer` made sure there are three
+def _parse(token: str) -> Token:
+    """`token` read once: header and claims (JSON objects, else MALFORMED now), signing input,
+    signature. Header and claims choose the issuer and key before anything is verified.
+
+    They are decoded leniently (as before: a stray character is skipped), which gives the same
+    bytes as PyJWT's strict decoding whenever that succeeds; when it would not, `well_formed`
+    is False and `_check_form` refuses the token at the point where `jwt.decode` did, so every
+    earlier verdict (unknown issuer, key, ...) stays what it was."""
+    head, payload, signature = token.split(".")  # `_bearer` made sure there are three
     try:
-        return _segment(head), _segment(payload)
+        header, claims = _segment(head), _segment(payload)
     except (ValueError, TypeError, binascii.Error, RecursionError):
         raise AuthRejected(Rejection.MALFORMED) from None
+    well_formed = (
+        _strict_base64url(head) and _strict_base64url(payload) and _strict_base64url(signature)
+    )
+    return Token(
+        header,
+        claims,
+        f"{head}.{payload}".encode(),
+        base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4)) if well_formed else b"",
+        well_formed,
+    )
+
+
+def _check_form(token: Token) -> None:
+    """What PyJWT refuses before it checks the signature (`PyJWS._load`, `_validate_headers`):
+    a segment that is not strict base64url, an unencoded payload (`b64: false`: we never pass
+    the detached payload it needs), a `crit` header that is not a non-empty list of extensions
+    PyJWT supports (only `b64`) and that are present. The `kid` type is checked in `_verify`."""
+    header = token.header
+    if not token.well_formed or header.get("b64", True) is False:
+        raise AuthRejected(Rejection.MALFORMED)
+    if "crit" in header:
+        crit = header["crit"]
+        if not isinstance(crit, list) or not crit:
+            raise AuthRejected(Rejection.MALFORMED)
+        for extension in crit:
+            if not isinstance(extension, str) or extension != "b64" or extension not in header:
+                raise AuthRejected(Rejection.MALFORMED)
+
+
+def _int_claim(value: Any) -> int:
+    """A time claim as PyJWT reads it: anything `int()` takes ("123", 1.9, true), else
+    MALFORMED."""
+    try:
+        return int(value)
+    except (ValueError, TypeError, OverflowError):
+        raise AuthRejected(Rejection.MALFORMED) from None
+
+
+def _check_claims(claims: Mapping[str, Any], audience: list[str], iss: str) -> None:
+    """PyJWT 2.15's `_validate_claims` with our options, in its order and with its verdicts:
+    required claims present and not null; `iat`, `nbf` not ahead and `exp` not past (60 s
+    leeway, as integers); `iss`; `aud` (a string or a list of strings naming one of ours);
+    `sub` and `jti`, when present, strings."""
+    for name in ("exp", "iat", "jti", "iss", "aud"):
+        if claims.get(name) is None:
+            raise AuthRejected(Rejection.MISSING_CLAIM)
+    now = time.time()
+    if _int_claim(claims["iat"]) > now + LEEWAY_S:
+        raise AuthRejected(Rejection.NOT_YET_VALID)
+    if "nbf" in claims and _int_claim(claims["nbf"]) > now + LEEWAY_S:
+        raise AuthRejected(Rejection.NOT_YET_VALID)
+    if _int_claim(claims["exp"]) <= now - LEEWAY_S:
+        raise AuthRejected(Rejection.EXPIRED)
+    if not isinstance(claims["iss"], str) or claims["iss"] != iss:
+        raise AuthRejected(Rejection.UNKNOWN_ISSUER)
+    aud = claims["aud"]
+    if not aud:
+        raise AuthRejected(Rejection.MISSING_CLAIM)
+    named = [aud] if isinstance(aud, str) else aud
+    if not isinstance(named, list) or any(not isinstance(value, str) for value in named):
+        raise AuthRejected(Rejection.AUD_MISMATCH)
+    if all(value not in named for value in audience):
+        raise AuthRejected(Rejection.AUD_MISMATCH)
+    if "sub" in claims and not isinstance(claims["sub"], str):
+        raise AuthRejected(Rejection.MALFORMED)
+    if not isinstance(claims["jti"], str):
+        raise AuthRejected(Rejection.MALFORMED)
 
 
 def _claimed_aud(authorization: str | None) -> list[str] | str | None:
     """The `aud` an (already refused) token names, for the log: URLs only, never the token.
     Anything but a short string or list of them is reported as its type."""
     try:
-        _header, claims = _peek(_bearer(authorization))
+        aud = _parse(_bearer(authorization)).claims.get("aud")
     except AuthRejected:
         return None
-    aud = claims.get("aud")
     values = [aud] if isinstance(aud, str) else aud
     if isinstance(values, list) and all(isinstance(v, str) for v in values):
         return [v[:200] for v in values[:5]]
     return f"<{type(aud).__name__}>"
 
 
-def _public_key(jwk: dict, alg: str) -> Any:
-    """The public key of `jwk` for `alg`'s family (RSA or EC); never an HMAC secret."""
-    return _parsed_key(json.dumps(jwk, sort_keys=True), alg)
+class ParsedKeys:
+    """Public keys parsed from JWKs, once per key and algorithm: parsing a JWK costs more than
+    checking a signature with it.
+
+    Looked up by the JWK dict's identity (the issuer's inline keys and a fetched key set hand
+    out the same dicts call after call) and confirmed by content: an entry keeps a copy of the
+    JWK and is used only while it equals the JWK asked for, so a refreshed key set, or a new
+    dict at a reused address, is parsed afresh and never served a stale key. At most `size`
+    entries, the oldest dropped first. (It was an `lru_cache` keyed by the JWK serialised with
+    `json.dumps(sort_keys=True)` on every call.)"""
+
+    def __init__(self, size: int = 64) -> None:
+        self._size = size
+        self._entries: dict[tuple[int, str], tuple[dict, Any, str | None]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, jwk: dict, alg: str) -> tuple[Any, str | None]:
+        """(key, warning): the public key of `jwk` for `alg`'s family (RSA or EC, never an
+        HMAC secret), prepared and its curve checked as PyJWT does, and PyJWT's warning for a
+        short RSA key (None if none). Raises PyJWT's errors for a key it cannot use."""
+        slot = (id(jwk), alg)
+        entry = self._entries.get(slot)
+        if entry is not None and entry[0] == jwk:
+            return entry[1], entry[2]
+        family = {"ES": ECAlgorithm, "PS": RSAPSSAlgorithm}.get(alg[:2], RSAAlgorithm)
+        key = family.from_jwk(jwk)
+        key = key.public_key() if hasattr(key, "private_bytes") else key
+        verifier = VERIFIERS[alg]
+        key = verifier.prepare_key(key)
+        # guarded: pyproject allows PyJWT releases older than the one this follows (2.15)
+        check_length = getattr(verifier, "check_key_length", None)
+        weak = check_length(key) if check_length is not None else None
+        with self._lock:
+            if slot not in self._entries and len(self._entries) >= self._size:
+                del self._entries[next(iter(self._entries))]
+            self._entries[slot] = (dict(jwk), key, weak)
+        return key, weak
+
+    def cache_clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
 
 
-@lru_cache(maxsize=64)
-def _parsed_key(jwk_json: str, alg: str) -> Any:
-    """Parsing a JWK costs more than checking a signature with it: once per key and family."""
-    family = {"ES": ECAlgorithm, "PS": RSAPSSAlgorithm}.get(alg[:2], RSAAlgorithm)
-    key = family.from_jwk(jwk_json)
-    return key.public_key() if hasattr(key, "private_bytes") else key
+_parsed_key = ParsedKeys()
+
+
+def _public_key(jwk: dict, alg: str) -> tuple[Any, str | None]:
+    """(public key, short-key warning or None) of `jwk` for `alg`: see `ParsedKeys`."""
+    return _parsed_key(jwk, alg)
 
 
 def is_loopback(host: str) -> bool:
