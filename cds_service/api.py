@@ -219,7 +219,7 @@ def _before():
     g.started = time.perf_counter()
     g.arrived = arrival.arrived() or time.monotonic()  # the call's budget counts from here
     incoming = request.headers.get("X-Request-ID", "")
-    g.request_id = incoming if REQUEST_ID.match(incoming) else ids.uuid4().hex
+    g.request_id = incoming if REQUEST_ID.match(incoming) else ids.uuid4_hex()
 
 
 def _after(response):
