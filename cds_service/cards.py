@@ -219,7 +219,7 @@ def render(finding: Finding, guideline: Guideline, patient_id: str, now: datetim
         source["url"] = citation.url
     source["topic"] = {"system": TOPIC_SYSTEM, "code": finding.topic, "display": tpl.title}
     card: dict[str, Any] = {
-        "uuid": str(ids.uuid4()),
+        "uuid": ids.uuid4_str(),
         "summary": _summary(" ".join(tpl.summary.render(context).split())),
         "indicator": finding.indicator,
         "detail": tpl.detail.render(
@@ -238,7 +238,7 @@ def render(finding: Finding, guideline: Guideline, patient_id: str, now: datetim
         card["suggestions"] = [
             {
                 "label": tpl.labels[p.key].render({**context, **p.data}),
-                "uuid": str(ids.uuid4()),
+                "uuid": ids.uuid4_str(),
                 "actions": [_action(a, patient_id, now) for a in p.actions],
             }
             for p in finding.proposals

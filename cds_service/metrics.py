@@ -28,6 +28,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from typing import Any
 
 from flask import Flask, Response, current_app, g, has_app_context, request
@@ -54,13 +55,42 @@ HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 FHIR_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 _LABEL_SAFE = re.compile(r"[^a-z0-9_-]+")
+# Labelled children (and slugged label values) kept per metric. The values come from fixed sets
+# (routes, service ids, statuses, topic codes, reasons), a few dozen in all; the bound only
+# stops odd input from growing the caches: past it, lookups go to `.labels()` as before.
+MAX_CACHED_CHILDREN = 256
 
 
 def _label(value: Any, default: str) -> str:
     """A short label value: lower-case letters, digits, `_` and `-` only, at most 64 characters."""
     if not isinstance(value, str) or not value:
         return default
-    return _LABEL_SAFE.sub("_", value.strip().lower()).strip("_")[:64] or default
+    return _slug(value) or default
+
+
+@lru_cache(maxsize=MAX_CACHED_CHILDREN)
+def _slug(value: str) -> str:
+    return _LABEL_SAFE.sub("_", value.strip().lower()).strip("_")[:64]
+
+
+class _Children:
+    """`metric.labels(*values)`, remembered: `.labels()` makes a tuple of `str()`s and takes a
+    lock on every call, a dict lookup here does not. Children are the metric's own (the same
+    objects `.labels()` returns), so values and the exposition are unchanged."""
+
+    __slots__ = ("_metric", "_cache")
+
+    def __init__(self, metric: Any) -> None:
+        self._metric = metric
+        self._cache: dict[tuple, Any] = {}
+
+    def __call__(self, *values: Any) -> Any:
+        child = self._cache.get(values)
+        if child is None:
+            child = self._metric.labels(*values)
+            if len(self._cache) < MAX_CACHED_CHILDREN:
+                self._cache[values] = child
+        return child
 
 
 def fhir_error_reason(reason: str) -> str:
@@ -147,24 +177,33 @@ class Metrics:
             ["store"],
             registry=r,
         )
+        self._requests = _Children(self.requests)
+        self._request_seconds = _Children(self.request_seconds)
+        self._cards = _Children(self.cards)
+        self._withheld = _Children(self.withheld)
+        self._feedback = _Children(self.feedback)
+        self._fhir_seconds = _Children(self.fhir_seconds)
+        self._fhir_errors = _Children(self.fhir_errors)
+        self._jwt_rejections = _Children(self.jwt_rejections)
+        self._cards_queued = _Children(self.cards_queued)
+        self._cards_dropped = _Children(self.cards_dropped)
 
     # recording ---------------------------------------------------------------------------
 
     def observe_card_queue(self, queued: int, dropped: int) -> None:
         """Called by the store's card recorder after every write attempt."""
-        self.cards_queued.labels("database").set(queued)
+        self._cards_queued("database").set(queued)
         if dropped:
-            self.cards_dropped.labels("database").inc(dropped)
+            self._cards_dropped("database").inc(dropped)
 
     def observe_request(self, route: str, service: str, status: int, seconds: float) -> None:
-        labels = (route, service, str(status))
-        self.requests.labels(*labels).inc()
-        self.request_seconds.labels(*labels).observe(seconds)
+        self._requests(route, service, status).inc()
+        self._request_seconds(route, service, status).observe(seconds)
 
     def observe_cards(self, service: str, cards: Iterable[Mapping[str, Any]]) -> None:
         for card in cards:
             topic = (card.get("source") or {}).get("topic") or {}
-            self.cards.labels(
+            self._cards(
                 service,
                 _label(topic.get("code"), UNKNOWN_TOPIC),
                 _label(card.get("indicator"), "unknown"),
@@ -172,22 +211,18 @@ class Metrics:
 
     def observe_withheld(self, service: str, withheld: Iterable[tuple[str, str]]) -> None:
         for topic, reason in withheld:
-            self.withheld.labels(
-                service, _label(topic, UNKNOWN_TOPIC), _label(reason, "unknown")
-            ).inc()
+            self._withheld(service, _label(topic, UNKNOWN_TOPIC), _label(reason, "unknown")).inc()
 
     def observe_feedback(self, service: str, outcomes: Iterable[tuple[str | None, str]]) -> None:
         """`outcomes`: (topic or None, outcome) for each newly stored feedback item."""
         for topic, outcome in outcomes:
-            self.feedback.labels(
-                service, _label(topic, UNKNOWN_TOPIC), _label(outcome, "unknown")
-            ).inc()
+            self._feedback(service, _label(topic, UNKNOWN_TOPIC), _label(outcome, "unknown")).inc()
 
     def observe_fhir(self, seconds: float, error: str | None) -> None:
         """Called by `FhirClient` for every GET, from its worker threads."""
-        self.fhir_seconds.labels("ok" if error is None else "error").observe(seconds)
+        self._fhir_seconds("ok" if error is None else "error").observe(seconds)
         if error is not None:
-            self.fhir_errors.labels(fhir_error_reason(error)).inc()
+            self._fhir_errors(fhir_error_reason(error)).inc()
 
     # exposition --------------------------------------------------------------------------
 
@@ -209,7 +244,7 @@ def jwt_rejected(reason: str) -> None:
     """Count one call refused by authentication (`reason`: a short fixed word, no token data)."""
     metrics = _current()
     if metrics is not None:
-        metrics.jwt_rejections.labels(_label(reason, "other")).inc()
+        metrics._jwt_rejections(_label(reason, "other")).inc()
 
 
 def cards_returned(service: str, cards: Iterable[Mapping[str, Any]]) -> None:

@@ -118,7 +118,7 @@ def medication_request(order: MedicationOrder, patient_id: str, now: datetime) -
         text += f", starting {start.date().isoformat()}"
     resource = {
         "resourceType": "MedicationRequest",
-        "id": str(ids.uuid4()),
+        "id": ids.uuid4_str(),
         "status": "draft",
         "intent": "order",
         "medicationCodeableConcept": {
@@ -158,7 +158,7 @@ def service_request(order: LabOrder, patient_id: str, now: datetime) -> dict[str
     lab = _knowledge()["labs"][order.lab]
     resource: dict[str, Any] = {
         "resourceType": "ServiceRequest",
-        "id": str(ids.uuid4()),
+        "id": ids.uuid4_str(),
         "status": "draft",
         "intent": "order",
         "code": {

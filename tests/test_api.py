@@ -293,6 +293,23 @@ def test_configured_cors_origin(make_app, settings):
     assert reply.headers["Vary"] == "Origin"
 
 
+@pytest.mark.parametrize("origin", ["*", "https://ehr.example.org"])
+def test_cors_headers_are_each_sent_once_with_their_values(make_app, settings, origin):
+    client = make_app(settings.with_overrides(cors_origin=origin)).test_client()
+    for reply in (client.get("/cds-services"), post(client, URL, b"{"),
+                  client.options(URL, headers={"Access-Control-Request-Method": "POST"})):  # fmt: skip
+        sent = [(k, v) for k, v in reply.headers.items() if k.startswith(("Access-", "Vary"))]
+        assert sent == [
+            ("Access-Control-Allow-Origin", origin),
+            ("Access-Control-Allow-Methods", "GET, POST, OPTIONS"),
+            ("Access-Control-Allow-Headers", "Authorization, Content-Type"),
+            ("Access-Control-Expose-Headers", "X-Request-ID"),
+            ("Access-Control-Max-Age", "86400"),
+            *([("Vary", "Origin")] if origin != "*" else []),
+        ]
+    assert "Access-Control-Allow-Origin" not in client.get("/healthz").headers
+
+
 def test_request_id_is_echoed_or_generated(client):
     assert (
         client.get("/healthz", headers={"X-Request-ID": "abc-123"}).headers["X-Request-ID"]

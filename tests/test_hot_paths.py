@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
+import uuid
 from datetime import UTC, datetime
 
 import pytest
@@ -159,6 +161,48 @@ def test_ids_are_version_4_and_unique_across_a_fork():
     os.close(write)
     assert child != parent_next
     assert len({ids.uuid4() for _ in range(1000)}) == 1000
+
+
+UUID_STR = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+
+
+def test_id_strings_are_what_uuid_makes_of_the_same_bytes(monkeypatch):
+    """`uuid4_str`/`uuid4_hex` = `str`/`.hex` of `uuid.UUID(bytes=..., version=4)` on the same
+    16 bytes, every variant and version digit included."""
+    batch = bytes(range(256)) * 16  # every byte value in every position of an id
+    monkeypatch.setattr(ids.os, "urandom", lambda n: batch[:n])
+    ids._reset()
+    expected = [uuid.UUID(bytes=batch[i : i + 16], version=4) for i in range(0, 4096, 16)]
+    got = [ids.uuid4_str() if i % 2 else ids.uuid4_hex() for i in range(256)]
+    assert got == [str(u) if i % 2 else u.hex for i, u in enumerate(expected)]
+    ids._reset()
+
+
+def test_id_strings_are_version_4_rfc_4122_and_unique():
+    strs = [ids.uuid4_str() for _ in range(5000)]
+    hexes = [ids.uuid4_hex() for _ in range(5000)]
+    assert all(UUID_STR.match(s) for s in strs)
+    assert all(re.fullmatch(r"[0-9a-f]{32}", h) for h in hexes)
+    for text in strs + hexes:
+        parsed = uuid.UUID(text)
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    assert len({s.replace("-", "") for s in strs} | set(hexes)) == 10_000
+
+
+def test_id_strings_are_unique_across_a_fork():
+    ids.uuid4_str()  # the parent holds a partly used batch
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: must not hand out what the parent will
+        os.write(write, "".join(ids.uuid4_hex() for _ in range(100)).encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 3200).decode()
+    os.close(read)
+    os.close(write)
+    child_ids = {child[i : i + 32] for i in range(0, 3200, 32)}
+    parent_ids = {ids.uuid4_str().replace("-", "") for _ in range(100)}
+    assert len(child_ids) == 100 and not child_ids & parent_ids
 
 
 # --- order resources: validated in full once per order, not once per call --------------------

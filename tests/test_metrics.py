@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from cds_service import engine
-from cds_service.metrics import fhir_error_reason
+from cds_service import metrics as metrics_module
+from cds_service.metrics import Metrics, fhir_error_reason
 from tests.fhir_stub import FhirStub, Reply, searchset
 
 from .builders import PATIENT_ID, full_record, hook_request, medication_request, patient
@@ -188,3 +192,121 @@ def test_apps_do_not_share_counters(make_app, settings, tmp_path):
 )
 def test_fhir_error_reasons_are_bounded_labels(reason, label):
     assert fhir_error_reason(reason) == label
+
+
+# --- labelled children cached per metric: same series, same exposition, bounded ----------------
+
+_CARDS = [_card("vitd-deficiency", "warning"), _card("k2-consideration", "info"),
+          _card("Odd Topic!", "critical"), {"indicator": 7}]  # fmt: skip
+_WITHHELD = [("vitd-deficiency", "deduplicated"), ("k2-consideration", "silent"), (None, "")]
+_FEEDBACK = [("vitd-deficiency", "accepted"), (None, "overridden")]
+
+
+def _drive(m) -> None:
+    """One of every recording, twice (the second time from the caches)."""
+    for _ in range(2):
+        m.observe_request("/cds-services/<service_id>", "vitamin-d-order-sign", 200, 0.003)
+        m.observe_request("/healthz", "none", 404, 0.2)
+        m.observe_cards("vitamin-d-order-sign", _CARDS)
+        m.observe_withheld("vitamin-d-order-sign", _WITHHELD)
+        m.observe_feedback("vitamin-d-patient-view", _FEEDBACK)
+        m.observe_fhir(0.02, None)
+        m.observe_fhir(0.3, "HTTP 503")
+        m.observe_card_queue(3, 2)
+
+
+def _drive_uncached(m) -> None:
+    """What `_drive` records, through `.labels()` with the label values spelled out."""
+    for _ in range(2):
+        for route, service, status, seconds in [
+            ("/cds-services/<service_id>", "vitamin-d-order-sign", "200", 0.003),
+            ("/healthz", "none", "404", 0.2),
+        ]:
+            m.requests.labels(route, service, status).inc()
+            m.request_seconds.labels(route, service, status).observe(seconds)
+        for topic, indicator in [("vitd-deficiency", "warning"), ("k2-consideration", "info"),
+                                 ("odd_topic", "critical"), ("unknown", "unknown")]:  # fmt: skip
+            m.cards.labels("vitamin-d-order-sign", topic, indicator).inc()
+        for topic, reason in [("vitd-deficiency", "deduplicated"), ("k2-consideration", "silent"),
+                              ("unknown", "unknown")]:  # fmt: skip
+            m.withheld.labels("vitamin-d-order-sign", topic, reason).inc()
+        for topic, outcome in [("vitd-deficiency", "accepted"), ("unknown", "overridden")]:
+            m.feedback.labels("vitamin-d-patient-view", topic, outcome).inc()
+        m.fhir_seconds.labels("ok").observe(0.02)
+        m.fhir_seconds.labels("error").observe(0.3)
+        m.fhir_errors.labels("http_5xx").inc()
+        m.cards_queued.labels("database").set(3)
+        m.cards_dropped.labels("database").inc(2)
+
+
+def scrape_text(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}  # fmt: skip
+
+
+def _exposition_without_created(m) -> list[str]:
+    """The scrape text, less the `_created` timestamps (when each series was first made)."""
+    return [line for line in m.exposition().decode().splitlines() if "_created" not in line]
+
+
+def test_cached_children_leave_the_exposition_unchanged():
+    cached, plain = Metrics(), Metrics()
+    _drive(cached)
+    _drive_uncached(plain)
+    assert _exposition_without_created(cached) == _exposition_without_created(plain)
+    samples = scrape_text(cached.exposition().decode())
+    assert value(samples, "vitd_cds_cards_total", service="vitamin-d-order-sign",
+                 topic="odd_topic", indicator="critical") == 2  # fmt: skip
+    assert value(samples, "vitd_cds_http_requests_total", route="/healthz", service="none",
+                 status="404") == 2  # fmt: skip
+
+
+def test_cached_children_are_the_series_labels_returns():
+    m = Metrics()
+    m.observe_request("/healthz", "none", 200, 0.001)
+    m.requests.labels("/healthz", "none", "200").inc()  # another caller, the plain way
+    m.observe_request("/healthz", "none", 200, 0.001)
+    assert m.requests.labels("/healthz", "none", "200")._value.get() == 3
+
+
+def test_the_label_caches_are_bounded(monkeypatch):
+    """Hostile topic codes or reasons cannot grow the caches past their bound; each is still
+    counted."""
+    m = Metrics()
+    n = metrics_module.MAX_CACHED_CHILDREN + 50
+    m.observe_cards("vitamin-d-order-sign",
+                    [_card(f"topic-{i}", "info") for i in range(n)])  # fmt: skip
+    assert len(m._cards._cache) == metrics_module.MAX_CACHED_CHILDREN
+    assert metrics_module._slug.cache_info().currsize <= metrics_module.MAX_CACHED_CHILDREN
+    samples = scrape_text(m.exposition().decode())
+    assert total(samples, "vitd_cds_cards_total") == n
+    assert value(samples, "vitd_cds_cards_total", service="vitamin-d-order-sign",
+                 topic=f"topic-{n - 1}", indicator="info") == 1  # fmt: skip
+
+
+_MULTIPROCESS_SCRIPT = """
+import os, sys
+from cds_service.metrics import Metrics
+m = Metrics(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+m.observe_request("/healthz", "none", 200, 0.001)  # the child is made and cached here ...
+pid = os.fork()
+if pid == 0:  # ... and used again in a forked worker, which must count in its own file
+    m.observe_request("/healthz", "none", 200, 0.001)
+    m.observe_cards("vitamin-d-order-sign", [{"indicator": "info",
+                    "source": {"topic": {"code": "vitd-deficiency"}}}])
+    os._exit(0)
+os.waitpid(pid, 0)
+sys.stdout.write(m.exposition().decode())
+"""
+
+
+def test_cached_children_count_in_each_workers_file_in_multiprocess_mode(tmp_path):
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", _MULTIPROCESS_SCRIPT], env=env, check=True,
+                         capture_output=True, text=True, timeout=60).stdout  # fmt: skip
+    samples = scrape_text(out)
+    assert value(samples, "vitd_cds_http_requests_total", route="/healthz", service="none",
+                 status="200") == 2  # fmt: skip
+    assert value(samples, "vitd_cds_cards_total", service="vitamin-d-order-sign",
+                 topic="vitd-deficiency", indicator="info") == 1  # fmt: skip
+    assert len(list(tmp_path.glob("counter_*.db"))) == 2  # the parent's and the child's

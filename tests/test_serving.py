@@ -273,9 +273,14 @@ def test_a_worker_freezes_what_it_loaded_out_of_the_collectors_way(settings):
     from cds_service import logs
 
     assert gc.get_freeze_count() == 0
+    threshold = gc.get_threshold()
     try:
         cli.gunicorn_options(settings, reload=False)["post_worker_init"](None)
         assert gc.get_freeze_count() > 10_000  # the app and its libraries, loaded by now
+        # ... and young collections wait for more than one call's worth of live objects
+        assert gc.get_threshold() == (cli.GC_YOUNG_THRESHOLD, *threshold[1:])
+        assert cli.GC_YOUNG_THRESHOLD > 700
     finally:
         gc.unfreeze()
+        gc.set_threshold(*threshold)
         logs.stop_background_writer()
