@@ -99,3 +99,15 @@ def unsigned(header: dict, payload: dict, signature: bytes = b"") -> str:
 def claims(aud: str = SERVICE_URL, **extra: Any) -> dict:
     now = int(time.time())
     return {"iss": ISS, "aud": aud, "iat": now, "exp": now + 300, "jti": uuid.uuid4().hex, **extra}
+
+
+class MemoryReplay:
+    """In-process replay store for unit tests of key handling (the real ones: test_replay)."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+
+    def remember_token(self, digest: str, expires_at: float) -> bool:
+        new = digest not in self.seen
+        self.seen.add(digest)
+        return new

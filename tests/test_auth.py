@@ -39,6 +39,7 @@ from .jwt_helpers import (
     PUBLIC_BASE,
     SERVICE,
     SERVICE_URL,
+    MemoryReplay,
     b64,
     claims,
     jwks,
@@ -359,18 +360,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-class MemoryReplay:
-    """In-process replay store for unit tests of key handling (the real ones: test_replay)."""
-
-    def __init__(self) -> None:
-        self.seen: set[str] = set()
-
-    def remember_token(self, digest: str, expires_at: float) -> bool:
-        new = digest not in self.seen
-        self.seen.add(digest)
-        return new
 
 
 def authenticator(issuers: list[dict], clock: Clock) -> Authenticator:

@@ -39,7 +39,7 @@ from cds_service.auth import (
 )
 from cds_service.config import Settings
 
-from .jwt_helpers import ISS, PUBLIC_BASE, SERVICE_URL, b64, jwks, signer
+from .jwt_helpers import ISS, PUBLIC_BASE, SERVICE_URL, MemoryReplay, b64, jwks, signer
 
 ALGS = ["RS256", "RS384", "ES256", "ES384", "PS256"]
 ACCEPTED = "accepted"
@@ -47,16 +47,6 @@ COMPARED = None  # the verdict depends on the bytes drawn (e.g. whether a cut si
 # still canonical base64url): compared with the reference, not predicted
 NOW = float(int(time.time())) + 0.5  # the frozen clock: half a second past a whole second
 T = int(NOW)
-
-
-class MemoryReplay:
-    def __init__(self) -> None:
-        self.seen: set[str] = set()
-
-    def remember_token(self, digest: str, expires_at: float) -> bool:
-        new = digest not in self.seen
-        self.seen.add(digest)
-        return new
 
 
 # --- the reference: the code before issue 19, verbatim but for names -----------------------
