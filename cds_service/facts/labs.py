@@ -65,24 +65,15 @@ def _when(resource: dict) -> datetime | None:
     return None
 
 
-def _unit_key(unit: str, table: dict[str, Any]) -> str | None:
-    """The table's spelling of `unit`, matched case-insensitively (ng/ml = ng/mL)."""
-    return _lowered(id(table), table).get(unit.strip().lower())
-
-
-_LOWERED: dict[int, tuple[dict[str, Any], dict[str, str]]] = {}
-
-
-def _lowered(key: int, table: dict[str, Any]) -> dict[str, str]:
-    """Lower-cased unit -> the table's spelling (the first, as a scan in order would find),
-    made once per unit table (the knowledge tables live as long as the process)."""
-    held = _LOWERED.get(key)
-    if held is None or held[0] is not table:
-        lowered: dict[str, str] = {}
-        for spelling in table:
-            lowered.setdefault(spelling.lower(), spelling)
-        held = _LOWERED[key] = (table, lowered)
-    return held[1]
+@cache
+def _unit_factors(kind: str, field: str) -> dict[str, float]:
+    """knowledge/labs.json `kind`.`field` (a unit table) as lower-cased unit -> factor, so a
+    unit is matched case-insensitively (ng/ml = ng/mL); of two spellings that differ only in
+    case, the first in the table counts."""
+    out: dict[str, float] = {}
+    for spelling, entry in _knowledge()[kind][field].items():
+        out.setdefault(spelling.lower(), entry["factor"])
+    return out
 
 
 def _quantity(resource: dict) -> tuple[float | None, str | None, str | None, str | None]:
@@ -205,12 +196,13 @@ def _results(
     observations: Iterable[Any] | LabObservations,
     accepted: frozenset[str],
     excluded: frozenset[str],
-    units: dict[str, Any],
+    factors: dict[str, float],
     ceiling: float,
     *,
     unitless_factor: float | None = None,
 ) -> list[_Result]:
-    """`unitless_factor`: how a number sent with no unit converts (None: it is unreadable).
+    """`factors`: `_unit_factors` of the reader's unit table. `unitless_factor`: how a number
+    sent with no unit converts (None: it is unreadable).
     An Observation carrying an excluded code is not counted even with an accepted one."""
     out = []
     for resource, codes, when in lab_observations(observations).items:
@@ -222,8 +214,7 @@ def _results(
         else:
             continue
         number, comparator, raw, unit = _quantity(resource)
-        key = _unit_key(unit, units) if unit else None
-        factor = units[key]["factor"] if key is not None else None
+        factor = factors.get(unit.strip().lower()) if unit else None
         if not (unit or "").strip():
             factor = unitless_factor
         converted = None
@@ -274,16 +265,19 @@ def read_vitamin_d_levels(
         observations,
         _codes("vitamin_d_25oh", "accepted"),
         _codes("vitamin_d_25oh", "excluded"),
-        vd["units_to_ng_ml"],
+        _unit_factors("vitamin_d_25oh", "units_to_ng_ml"),
         vd["plausible_max_ng_ml"]["value"],
     )
     return _levels(VitaminDLevel, results)
 
 
 def read_calcium_levels(observations: Iterable[Any] | LabObservations) -> tuple[CalciumLevel, ...]:
-    ca = _knowledge()["calcium"]
     results = _results(
-        observations, _codes("calcium", "codes"), frozenset(), ca["units_to_mg_dl"], float("inf")
+        observations,
+        _codes("calcium", "codes"),
+        frozenset(),
+        _unit_factors("calcium", "units_to_mg_dl"),
+        float("inf"),
     )
     levels = [
         CalciumLevel(
@@ -301,7 +295,7 @@ def read_inr_levels(observations: Iterable[Any] | LabObservations) -> tuple[InrL
         observations,
         _codes("inr", "codes"),
         frozenset(),
-        inr["units_to_ratio"],
+        _unit_factors("inr", "units_to_ratio"),
         inr["plausible_max"]["value"],
         unitless_factor=1.0 if inr["unitless_is_ratio"]["value"] else None,
     )
@@ -315,7 +309,7 @@ def read_bmi_levels(observations: Iterable[Any] | LabObservations) -> tuple[BmiL
         observations,
         _codes("bmi", "codes"),
         frozenset(),
-        bmi["units_to_kg_m2"],
+        _unit_factors("bmi", "units_to_kg_m2"),
         bmi["plausible_max"]["value"],
     )
     return _levels(BmiLevel, results)
