@@ -71,6 +71,9 @@ class _Reader:
         self.standings: dict[int, str] = {}  # id(Medication) -> "current" | "past"
 
     def belongs(self, resource: Mapping[str, Any], *, required: bool = True) -> bool:
+        subject = resource.get("subject")  # nearly every resource: "Patient/<id>" as is
+        if isinstance(subject, Mapping) and subject.get("reference") == self._usual:
+            return True
         ref = _subject_reference(resource)
         if ref is None:
             return not required
@@ -79,17 +82,13 @@ class _Reader:
     def of_type(
         self, resources: Iterable[Any], types: frozenset[str], *, subject_required: bool = True
     ) -> Iterator[dict]:
-        usual = self._usual
         for resource in resources:
             if not isinstance(resource, dict):
                 continue
             resource_type = resource.get("resourceType")
             if not isinstance(resource_type, str) or resource_type not in types:
                 continue
-            subject = resource.get("subject")  # nearly every resource: "Patient/<id>" as is
-            if isinstance(subject, dict) and subject.get("reference") == usual:
-                yield resource
-            elif self.belongs(resource, required=subject_required):
+            if self.belongs(resource, required=subject_required):
                 yield resource
             else:
                 self.skipped += 1
