@@ -23,10 +23,12 @@ def frozen(cls: type[_T]) -> type[_T]:
     `__dict__` in one call. A call builds a few dozen of these; the signature, defaults,
     equality, hashing and immutability are the dataclass's own."""
     cls = dataclass(frozen=True)(cls)
+    if hasattr(cls, "__post_init__"):
+        return cls  # not the simple case: keep the dataclass's own
     params = []
     defaults: dict[str, object] = {}
     for f in fields(cls):
-        if not f.init or f.default_factory is not MISSING or hasattr(cls, "__post_init__"):
+        if not f.init or f.default_factory is not MISSING:
             return cls  # not the simple case: keep the dataclass's own
         if f.default is MISSING:
             params.append(f.name)
