@@ -12,6 +12,9 @@
 3. Peak RSS per worker after 10,000 requests, and growth over them.
 4. The same order-sign call one after the other on one connection (an EHR's single user):
    p50/p99 of service and floor (`--sequential-calls`, default 1,000).
+5. The spread over the workers at N = 2 to 64 connections (`--spread`): connections each
+   worker holds right after N are opened at once, and calls each worker served (its share of
+   the worker CPU) in a round of order-sign calls over N fresh connections.
 
     .venv/bin/python bench/run.py [--auth off] [--requests 10000] [--connections 16]
 
@@ -44,6 +47,7 @@ from bench import loadgen  # noqa: E402
 from bench.record import fhir_record, order_sign_request, prefetchless_request  # noqa: E402
 from tests.fhir_stub import FhirStub  # noqa: E402
 from tests.server_process import ServerProcess, free_port  # noqa: E402
+from tests.worker_connections import burst, held_per_worker  # noqa: E402
 
 ISSUER = "https://bench-issuer.example.org"
 ORDER_SIGN = "/cds-services/vitamin-d-order-sign"
@@ -179,6 +183,10 @@ def main() -> int:
     parser.add_argument("--prefetchless-calls", type=int, default=100)
     parser.add_argument("--sequential-calls", type=int, default=1_000,
                         help="heavy order-sign calls one after the other on one connection")
+    parser.add_argument("--spread", default="2,4,8,16,32,64",
+                        help="connection counts for scenario 5 ('' skips it)")
+    parser.add_argument("--spread-calls", type=int, default=500,
+                        help="order-sign calls per app and connection count in scenario 5")
     parser.add_argument("--database-url", help="store (default: a fresh SQLite file)")
     parser.add_argument("--redis-url", help="REDIS_URL for the service (JWT replay store)")
     args = parser.parse_args()
@@ -255,6 +263,25 @@ def main() -> int:
                 name: measure(app, issuer.jobs(base, ORDER_SIGN, body, args.sequential_calls), 1)
                 for name, app in apps.items()
             }
+
+            # --- 5: spread over the workers at N connections ------------------------------------
+            spread: list[tuple[int, str, list[int], list[float], float]] = []
+            for n in [int(x) for x in args.spread.split(",") if x.strip()]:
+                for name, app in apps.items():
+                    socks = burst(app.port, n)
+                    held = held_per_worker(app.worker_pids(), app.port)
+                    for sock in socks:
+                        sock.close()
+                    pids = app.worker_pids()
+                    before = cpu_by_pid(pids)
+                    calls = max(args.spread_calls, n * 10)
+                    result = measure(app, issuer.jobs(base, ORDER_SIGN, body, calls), n)
+                    after = cpu_by_pid(pids)
+                    spent = [(after[p] - before[p]) * 1000 for p in pids]
+                    total = sum(spent) or 1.0
+                    spread.append((n, name, sorted(held.values(), reverse=True),
+                                   sorted((calls * s / total for s in spent), reverse=True),
+                                   result.throughput))
 
             # --- 2: no prefetch, slow FHIR ----------------------------------------------------
             with FhirStub(delay_s=args.fhir_delay) as stub:
@@ -344,6 +371,15 @@ def main() -> int:
               f"p99 {result.percentile(99) * 1000:.2f} ms, "
               f"max {max(result.latencies_s) * 1000:.2f} ms"
               + (" (target: service p99 <= 10 ms)" if name == "service" else ""))
+
+    if spread:
+        print("\n== 5. spread over the workers: N connections opened at once ==")
+        print(f"{'N':>3} {'app':>7}  {'connections held per worker':<28} "
+              f"{'calls per worker (CPU share)':<29} {'req/s':>6}")
+        for n, name, held, calls, throughput in spread:
+            held_s = " / ".join(str(h) for h in held)
+            calls_s = " / ".join(f"{c:,.0f}" for c in calls)
+            print(f"{n:>3} {name:>7}  {held_s:<28} {calls_s:<29} {throughput:>6,.0f}")
 
     print(f"\ninterpreter (every figure above, service and floor): {interpreter()}")
     load_end = os.getloadavg()
