@@ -10,6 +10,7 @@ not hold new connections back.
 from __future__ import annotations
 
 import http.client
+import inspect
 import os
 import signal
 import threading
@@ -17,7 +18,9 @@ import time
 from pathlib import Path
 
 import pytest
+from gunicorn.workers.gthread import ThreadWorker
 
+from cds_service.arrival import ArrivalThreadWorker
 from cds_service.gunicorn_worker import (
     ACCEPT_DEFER_S,
     MAX_REQUESTS_PER_CONNECTION,
@@ -231,3 +234,20 @@ def test_the_peers_table_is_made_once_per_master():
     table = Worker.peers
     Worker.setup()  # gunicorn loads the worker class again on a reload (HUP)
     assert Worker.peers is table and table is not None and table.owner == os.getpid()
+
+
+def test_the_worker_overrides_gthread_methods_as_the_installed_gunicorn_defines_them():
+    """gunicorn_worker.py overrides methods of gunicorn's gthread worker (24 and 25 share
+    them). Under gunicorn 23 `accept` and `finish_request` take other arguments: every
+    keep-alive call was lost. Any method renamed or re-shaped by an upgrade fails here."""
+    overridden = [(cls, name) for cls in (GracefulThreadWorker, ArrivalThreadWorker)
+                  for name, value in vars(cls).items()
+                  if callable(value) and not name.startswith("_") and name != "setup"]
+    assert {"accept", "finish_request", "handle_request", "set_accept_enabled", "run",
+            "wait_for_and_dispatch_events", "murder_keepalived", "handle_exit", "enqueue_req",
+            "handle"} <= {name for _, name in overridden}
+    for cls, name in overridden:
+        ours, theirs = getattr(cls, name), getattr(ThreadWorker, name, None)
+        assert theirs is not None, f"gthread has no {name}()"
+        assert (list(inspect.signature(ours).parameters)
+                == list(inspect.signature(theirs).parameters)), name
