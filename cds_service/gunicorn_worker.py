@@ -59,6 +59,7 @@ MAX_REQUESTS_PER_CONNECTION = 100
 ACCEPT_DEFER_S = 0.010  # longest a worker leaves a waiting connection to a less loaded peer
 ACCEPT_RECHECK_S = 0.0002  # how often it looks again meanwhile
 PEER_STALE_S = 2.0  # a peer whose loop has not turned for this long is not waited for
+CLAIM_WAIT_S = 1.0  # longest a starting worker waits for the table's lock
 
 
 class _Peers:
@@ -79,14 +80,22 @@ class _Peers:
         self._lock = multiprocessing.Lock()
 
     def claim(self, pid: int) -> int | None:
-        """A free slot for `pid` (one whose worker left or stopped turning), or None if full."""
+        """A free slot for `pid` (one whose worker left or stopped turning), or None if full.
+
+        None too when the lock is not free within CLAIM_WAIT_S (a worker killed while holding
+        it): the worker then accepts on its own, as with one worker, rather than never start.
+        """
         cells, now = self._cells, time.monotonic_ns()
-        with self._lock:
+        if not self._lock.acquire(timeout=CLAIM_WAIT_S):
+            return None
+        try:
             for slot in range(self.SLOTS):
                 base = slot * 3
                 if cells[base] == 0 or now - cells[base + 2] > PEER_STALE_S * 1e9:
                     cells[base + 1], cells[base + 2], cells[base] = 0, now, pid
                     return slot
+        finally:
+            self._lock.release()
         return None
 
     def release(self, slot: int) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from gunicorn.workers.gthread import ThreadWorker
 
+from cds_service import gunicorn_worker
 from cds_service.arrival import ArrivalThreadWorker
 from cds_service.gunicorn_worker import (
     ACCEPT_DEFER_S,
@@ -184,6 +185,17 @@ def test_a_peer_that_stopped_turning_is_not_waited_for_and_its_slot_is_reused(mo
     peers.turned(busy)
     assert not peers.less_loaded_peer(busy, 4)
     assert peers.claim(1003) == stalled
+
+
+def test_a_peers_table_lock_left_held_does_not_stop_a_worker_from_starting(monkeypatch):
+    """A worker killed while it held the table's lock: the next one starts without a slot
+    (it accepts on its own) instead of waiting for ever and being killed in turn."""
+    monkeypatch.setattr(gunicorn_worker, "CLAIM_WAIT_S", 0.01)
+    peers = _Peers()
+    assert peers._lock.acquire()  # the killed worker's
+    assert peers.claim(1001) is None
+    peers._lock.release()
+    assert peers.claim(1001) is not None
 
 
 def test_a_full_peers_table_leaves_the_worker_accepting_on_its_own():
