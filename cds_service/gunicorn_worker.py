@@ -6,7 +6,9 @@ connections only after that. EHRs and load balancers keep connections open, so e
 (a rolling update, a scale-down) would take the full grace period. Here, once stopping:
 idle keep-alive connections are closed at once (no request is in flight on them), and the
 wait wakes at least every second, so the worker exits as soon as its calls in flight are
-answered. (On gunicorn versions without these methods the overrides are simply unused.)
+answered. (gunicorn 24 and 25 define the overridden methods alike; 23 does not, hence the
+`>=24` in pyproject.toml; `tests/test_worker_spread.py` checks every override against the
+installed gunicorn.)
 
 No call left in a buffer (issue 15): gthread parks a kept-alive connection until its socket
 becomes readable. Bytes of the next request already read off the socket (an HTTP/1.1 client
