@@ -73,11 +73,11 @@ class _Peers:
     """
 
     SLOTS = 64
-    _PID, _CONNS, _TURN = range(3)
+    _WIDTH = 3  # cells per slot: pid (0: free), open connections, last loop turn (ns)
 
     def __init__(self) -> None:
         self.owner = os.getpid()
-        self._mem = mmap.mmap(-1, self.SLOTS * 3 * 8)
+        self._mem = mmap.mmap(-1, self.SLOTS * self._WIDTH * 8)
         self._cells = memoryview(self._mem).cast("q")
         self._lock = multiprocessing.Lock()
 
@@ -92,7 +92,7 @@ class _Peers:
             return None
         try:
             for slot in range(self.SLOTS):
-                base = slot * 3
+                base = slot * self._WIDTH
                 if cells[base] == 0 or now - cells[base + 2] > PEER_STALE_S * 1e9:
                     cells[base + 1], cells[base + 2], cells[base] = 0, now, pid
                     return slot
@@ -101,13 +101,13 @@ class _Peers:
         return None
 
     def release(self, slot: int) -> None:
-        self._cells[slot * 3] = 0
+        self._cells[slot * self._WIDTH] = 0
 
     def publish(self, slot: int, connections: int) -> None:
-        self._cells[slot * 3 + 1] = connections
+        self._cells[slot * self._WIDTH + 1] = connections
 
     def turned(self, slot: int) -> None:
-        self._cells[slot * 3 + 2] = time.monotonic_ns()
+        self._cells[slot * self._WIDTH + 2] = time.monotonic_ns()
 
     def less_loaded_peer(self, slot: int, connections: int, turned_after: float = 0.0) -> bool:
         """True when another live worker holds fewer connections than `connections`.
@@ -116,8 +116,9 @@ class _Peers:
         """
         cells = self._cells
         fresh = max(time.monotonic_ns() - PEER_STALE_S * 1e9, turned_after * 1e9)
-        for base in range(0, self.SLOTS * 3, 3):
-            if (cells[base] and base != slot * 3 and cells[base + 1] < connections
+        width = self._WIDTH
+        for base in range(0, self.SLOTS * width, width):
+            if (cells[base] and base != slot * width and cells[base + 1] < connections
                     and cells[base + 2] > fresh):
                 return True
         return False
@@ -212,14 +213,12 @@ class GracefulThreadWorker(ThreadWorker):
         if self._slot is not None and self.peers is not None:
             self.peers.turned(self._slot)
         timeout = min(timeout, 1.0)
-        if self._paused_until:
+        if self._paused_until:  # wake when the pause ends: the loop's next turn re-enables
             wait = self._paused_until - time.monotonic()
-            if wait <= 0:
-                self._paused_until = 0.0
-                if self.alive and self.nr_conns < self.worker_connections:
-                    super().set_accept_enabled(True)
-            else:
+            if wait > 0:
                 timeout = min(timeout, wait)
+            else:
+                self._paused_until = 0.0
         listening, self._accept_called = self._accepting, False
         super().wait_for_and_dispatch_events(timeout)
         if listening and not self._accept_called:

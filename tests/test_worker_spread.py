@@ -230,7 +230,7 @@ def test_a_worker_leaves_a_connection_to_a_less_loaded_peer_for_at_most_accept_d
     worker._deferring_since = None
     # and the next connection is not left to that peer until its loop has turned again
     assert not worker._should_defer(gave_up + 0.001)
-    peers._cells[other * 3 + 2] = int((gave_up + 0.002) * 1e9)  # the peer's loop turned
+    peers._cells[other * _Peers._WIDTH + 2] = int((gave_up + 0.002) * 1e9)  # the peer's loop turned
     assert worker._should_defer(gave_up + 0.003)
     peers.publish(other, 3)
     assert not worker._should_defer(now)  # equal: accept
