@@ -77,7 +77,9 @@ def refusals(max_body_bytes: int, token: Callable[[str], str]) -> dict[str, Refu
 NEXT = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
 
-class _Reader:
+class ResponseReader:
+    """Reads HTTP/1.1 responses off a raw socket, one at a time."""
+
     def __init__(self, sock: socket.socket) -> None:
         self.sock, self.buf = sock, b""
 
@@ -130,7 +132,7 @@ def one_pair(port: int, refusal: Refusal, outcome: Outcome, lock: threading.Lock
     """The refused call, then `GET /healthz` sent the moment the refusal is read (or, with
     `pipelined`, both in one write). A second call with no answer is a lost call."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:
-        reader = _Reader(sock)
+        reader = ResponseReader(sock)
         try:
             sock.sendall(refusal.build() + (NEXT if pipelined else b""))
             status, headers = reader.response()

@@ -14,6 +14,8 @@ import socket
 import time
 from pathlib import Path
 
+from .keepalive_pairs import ResponseReader
+
 _ESTABLISHED, _LISTEN = "01", "0A"
 
 
@@ -32,56 +34,39 @@ def _inodes(port: int, state: str = _ESTABLISHED) -> set[str]:
     return inodes
 
 
+def _sockets(pid: int) -> tuple[dict[int, str], list[int]]:
+    """A process's sockets (fd -> inode) and its epoll descriptors, from /proc/PID/fd."""
+    sockets: dict[int, str] = {}
+    epolls: list[int] = []
+    fd_dir = f"/proc/{pid}/fd"
+    for fd in os.listdir(fd_dir):
+        try:
+            target = os.readlink(f"{fd_dir}/{fd}")
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:["):
+            sockets[int(fd)] = target[8:-1]
+        elif target == "anon_inode:[eventpoll]":
+            epolls.append(int(fd))
+    return sockets, epolls
+
+
 def held_per_worker(pids: list[int], port: int) -> dict[int, int]:
     """Established connections to `port` each worker process holds open."""
     inodes = _inodes(port)
-    held: dict[int, int] = {}
-    for pid in pids:
-        count = 0
-        fd_dir = f"/proc/{pid}/fd"
-        for fd in os.listdir(fd_dir):
-            try:
-                target = os.readlink(f"{fd_dir}/{fd}")
-            except OSError:
-                continue  # closed meanwhile
-            if target.startswith("socket:[") and target[8:-1] in inodes:
-                count += 1
-        held[pid] = count
-    return held
-
-
-
-
-def _read_answer(sock: socket.socket) -> int:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("closed before the answer")
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    while len(body) < length:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("closed mid-answer")
-        body += chunk
-    return int(head.split()[1])
+    return {pid: sum(inode in inodes for inode in _sockets(pid)[0].values()) for pid in pids}
 
 
 def burst(port: int, n: int, calls: int = 1, path: str = "/healthz") -> list[socket.socket]:
     """Open `n` connections at once, then `calls` GETs of `path` on each; sockets left open."""
     request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
     socks = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(n)]
+    readers = [ResponseReader(sock) for sock in socks]
     for _ in range(calls):
         for sock in socks:
             sock.sendall(request)
-        for sock in socks:
-            status = _read_answer(sock)
+        for reader in readers:
+            status, _headers = reader.response()
             if status != 200:
                 raise AssertionError(f"GET {path} answered {status}")
     return socks
@@ -91,19 +76,9 @@ def accepting(pid: int, port: int) -> bool:
     """True when the worker's poll watches the listening socket of `port` (its accept loop
     runs: it has booted and loaded the app). From /proc/PID/fdinfo of its epoll descriptors."""
     listening = _inodes(port, _LISTEN)
-    fd_dir = f"/proc/{pid}/fd"
-    listener_fds: set[int] = set()
-    epoll_fds: list[str] = []
-    for fd in os.listdir(fd_dir):
-        try:
-            target = os.readlink(f"{fd_dir}/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:[") and target[8:-1] in listening:
-            listener_fds.add(int(fd))
-        elif target == "anon_inode:[eventpoll]":
-            epoll_fds.append(fd)
-    for fd in epoll_fds:
+    sockets, epolls = _sockets(pid)
+    listener_fds = {fd for fd, inode in sockets.items() if inode in listening}
+    for fd in epolls:
         try:
             info = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
         except OSError:
