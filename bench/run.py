@@ -268,11 +268,11 @@ def main() -> int:
             spread: list[tuple[int, str, list[int], list[float], float]] = []
             for n in [int(x) for x in args.spread.split(",") if x.strip()]:
                 for name, app in apps.items():
+                    pids = app.worker_pids()
                     socks = burst(app.port, n)
-                    held = held_per_worker(app.worker_pids(), app.port)
+                    held = held_per_worker(pids, app.port)
                     for sock in socks:
                         sock.close()
-                    pids = app.worker_pids()
                     before = cpu_by_pid(pids)
                     calls = max(args.spread_calls, n * 10)
                     result = measure(app, issuer.jobs(base, ORDER_SIGN, body, calls), n)
