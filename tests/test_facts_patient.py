@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cds_service.facts.fhirdates import parse_date, parse_instant
 from cds_service.facts.patient import read_patient
@@ -113,6 +115,45 @@ def test_sex_and_id_are_read_only_when_strings():
 )
 def test_parse_instant(value, expected):
     assert parse_instant(value) == expected
+
+
+def _parse_instant_before(value):
+    """parse_instant as it was before its fast path for 10-character dates (issue 19): the
+    oracle the fast path must agree with."""
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if len(text) <= 10:
+        day = parse_date(text)
+        if day is not None:
+            return datetime(day.year, day.month, day.day, tzinfo=UTC)
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+_DATE_LIKE = st.one_of(
+    st.text(alphabet="0123456789-WTZ:+. \u0663\u00b2", min_size=8, max_size=12),
+    st.dates().map(date.isoformat),
+    st.dates().map(lambda d: d.strftime("%G-W%V-%u")),
+    st.dates().map(lambda d: f" {d.isoformat()} "),
+)
+
+
+@given(_DATE_LIKE)
+def test_parse_instant_fast_path_agrees_with_the_old_reading(value):
+    assert parse_instant(value) == _parse_instant_before(value)
+
+
+@pytest.mark.parametrize(
+    "value", ["2024-02-29", "2023-02-29", "2024-W01-1", "2024-13-01", "٢٠٢٤-٠٥-٠١", "2024-5-01 "]
+)
+def test_parse_instant_ten_character_edges(value):
+    assert parse_instant(value) == _parse_instant_before(value)
 
 
 def test_parse_date_rejects_times():

@@ -100,15 +100,17 @@ def read_conditions(conditions: Iterable[Any]) -> tuple[Condition, ...]:
     for resource in conditions:
         if not isinstance(resource, dict) or resource.get("resourceType") != "Condition":
             continue
+        code = resource.get("code")
+        codings = code.get("coding") if isinstance(code, dict) else None
+        if not isinstance(codings, list) or not codings:  # text only: no category to find
+            continue
         if not _recorded(resource):
             continue
         current = _counted(resource)
-        code = resource.get("code")
-        codings = code.get("coding") if isinstance(code, dict) else None
         categories: set[ConditionCategory] = set()
         matched: tuple[str, str] | None = None
         display = None
-        for coding in codings if isinstance(codings, list) else ():
+        for coding in codings:
             if not isinstance(coding, dict):
                 continue
             found = categorise(coding.get("system"), coding.get("code"))

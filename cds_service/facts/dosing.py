@@ -224,10 +224,10 @@ def course_days(dosage: dict) -> float | None:
         if value and unit:
             return value * unit
     count = _number(repeat.get("count"))
+    if not count:  # most dosages: no count, so no need to work out how often
+        return None
     per_day = administrations_per_day(dosage)
-    if count and per_day:
-        return count / per_day
-    return None
+    return count / per_day if per_day else None
 
 
 def single_administration(dosage: dict) -> bool:
@@ -266,6 +266,13 @@ def combine_daily(parts: Iterable[tuple[Any, float]]) -> float | None:
 _TIMING_UNITS = frozenset({"h", "d", "wk", "mo", "a"})
 
 
+# Any of these stated (truthy) makes a timing not plain.
+_NOT_PLAIN = (
+    "frequencyMax", "periodMax", "countMax", "when", "timeOfDay",
+    "dayOfWeek", "boundsRange", "boundsPeriod",
+)  # fmt: skip
+
+
 def plain_timing(dosage: dict) -> DoseTiming | None:
     """timing.repeat as frequency / period / periodUnit (+ count or boundsDuration) when it is
     stated plainly: no ranges (frequencyMax, periodMax), no when/timeOfDay/dayOfWeek lists."""
@@ -273,9 +280,7 @@ def plain_timing(dosage: dict) -> DoseTiming | None:
     repeat = timing.get("repeat") if isinstance(timing, dict) else None
     if not isinstance(repeat, dict):
         return None
-    if any(repeat.get(k) for k in ("frequencyMax", "periodMax", "countMax", "when", "timeOfDay")):
-        return None
-    if repeat.get("dayOfWeek") or repeat.get("boundsRange") or repeat.get("boundsPeriod"):
+    if any(map(repeat.get, _NOT_PLAIN)):
         return None
     frequency = repeat.get("frequency", 1)
     period = _number(repeat.get("period"))

@@ -27,6 +27,13 @@ def parse_instant(value: Any) -> datetime | None:
     """A FHIR date/dateTime/instant as UTC; no zone is read as UTC; partial dates as midnight."""
     if not isinstance(value, str):
         return None
+    if len(value) == 10 and value.isascii():  # "2024-05-01", most dates in a record: all in C
+        try:
+            day = date.fromisoformat(value)
+        except ValueError:
+            pass  # read below, as any other text
+        else:
+            return datetime(day.year, day.month, day.day, tzinfo=UTC)
     text = value.strip()
     if len(text) <= 10:  # "2024", "2024-05", "2024-05-01": a date (longer texts never are)
         day = parse_date(text)

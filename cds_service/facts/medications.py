@@ -346,12 +346,15 @@ def _per_dose(
     return {}
 
 
-def _period(resource: dict, course: float | None) -> tuple[datetime | None, datetime | None]:
+def _period(
+    resource: dict, course: float | None, authored: datetime | None
+) -> tuple[datetime | None, datetime | None]:
     """(started, ended) of one use: what the resource states, never guessed beyond the course.
 
     Statements: effectivePeriod, else effectiveDateTime as the start. Orders: the first
     dosage's boundsPeriod, else authoredOn (DSTU2 dateWritten) as the start; an end not
-    stated is start + course length when the course is known.
+    stated is start + course length when the course is known. `authored`: authoredOn (or
+    dateWritten), read once by the caller.
     """
     if resource.get("resourceType") == "MedicationStatement":
         period = resource.get("effectivePeriod")
@@ -366,7 +369,7 @@ def _period(resource: dict, course: float | None) -> tuple[datetime | None, date
     bounds = repeat.get("boundsPeriod") if isinstance(repeat, dict) else None
     if isinstance(bounds, dict):
         started, ended = parse_instant(bounds.get("start")), parse_instant(bounds.get("end"))
-    started = started or parse_instant(resource.get("authoredOn") or resource.get("dateWritten"))
+    started = started or authored
     if ended is None and started is not None and course:
         try:
             ended = started + timedelta(days=course)
@@ -428,7 +431,8 @@ def read_medication(
             for family, amount in amounts.items():
                 daily.setdefault(family, []).append((dosage.get("sequence"), amount * per_day))
 
-    started, ended = _period(resource, course)
+    authored = parse_instant(resource.get("authoredOn") or resource.get("dateWritten"))
+    started, ended = _period(resource, course, authored)
     first = dosages[0] if isinstance(dosages, list) and dosages else None
     dosage_text = first.get("text") if isinstance(first, dict) else None
     name = next((t for t in texts if t.strip()), "unnamed product")
@@ -452,7 +456,7 @@ def read_medication(
         vka_mg_per_day=dosing.combine_daily(daily.get("vka", [])),
         course_days=course,
         dosage_text=dosage_text if isinstance(dosage_text, str) and dosage_text.strip() else None,
-        authored=parse_instant(resource.get("authoredOn") or resource.get("dateWritten")),
+        authored=authored,
         timing=timings[0] if len(timings) == 1 else None,
         started=started,
         ended=ended,
