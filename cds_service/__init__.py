@@ -5,11 +5,19 @@
 
 from __future__ import annotations
 
+import os
+
 from flask import Flask
 
 from .config import Settings
 
 __all__ = ["Settings", "create_app"]
+
+# A blank PROMETHEUS_MULTIPROC_DIR means "not set" (config.py). prometheus-client, imported
+# later, reads the variable's mere presence as multiprocess mode and would write its .db files
+# into whatever directory the command runs in (`cds-service invoke` did).
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR", "unset").strip():
+    del os.environ["PROMETHEUS_MULTIPROC_DIR"]
 
 READINESS_WAIT_S = 0.8  # the background database check's own wait (readiness.py)
 

@@ -241,7 +241,7 @@ class Settings:
             fhir_max_workers=int(_number(env, "CDS_FHIR_MAX_WORKERS", 8, minimum=1)),
             cors_origin=env.get("CDS_CORS_ORIGIN") or "*",
             guideline_profile=env.get("CDS_GUIDELINE_PROFILE") or "default",
-            metrics_multiproc_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
+            metrics_multiproc_dir=(env.get("PROMETHEUS_MULTIPROC_DIR") or "").strip() or None,
             host=env.get("HOST") or "127.0.0.1",
             port=_port(env, "PORT", 8080),
             workers=int(_number(env, "WEB_CONCURRENCY", 2, minimum=1)),

@@ -310,3 +310,23 @@ def test_cached_children_count_in_each_workers_file_in_multiprocess_mode(tmp_pat
     assert value(samples, "vitd_cds_cards_total", service="vitamin-d-order-sign",
                  topic="vitd-deficiency", indicator="info") == 1  # fmt: skip
     assert len(list(tmp_path.glob("counter_*.db"))) == 2  # the parent's and the child's
+
+
+@pytest.mark.parametrize("blank", ["", "  "])
+def test_a_blank_multiprocess_dir_leaves_no_files_where_invoke_runs(tmp_path, blank):
+    """`PROMETHEUS_MULTIPROC_DIR=` (set, empty) means unset: `cds-service invoke` used to leave
+    prometheus-client's counter_*.db and histogram_*.db in the directory it ran from."""
+    env = {
+        **os.environ,
+        "PROMETHEUS_MULTIPROC_DIR": blank,
+        "CDS_AUTH_DISABLED": "1",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'store' / 'cds.sqlite3'}",
+    }
+    run = subprocess.run(
+        [sys.executable, "-m", "cds_service.cli", "invoke", "vitamin-d-order-sign",
+         "--patient", "adult-deficient"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "deficien" in run.stdout.lower()  # the card was drawn
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]
