@@ -1,7 +1,8 @@
 """A client's profile applied to rendered cards (contract §7), with no I/O.
 
 - `with_snooze_reasons`: patient-view cards offer the two snooze override reasons after their
-  own (never a critical `vitd-high-level`, which is never snoozed);
+  own (never a critical `vitd-high-level`, which is never snoozed); their own "patient
+  declined" gives way to the snooze's "patient declines";
 - `present`: links a client does not take are left out, and `detail` becomes plain text for a
   client that does not render markdown;
 - `card_key` / `draft_digest`: what "the same card for the same draft" means at signing.
@@ -30,6 +31,10 @@ SNOOZE_REASONS = (
     },
 )
 PATIENT_DECLINES_DAYS = 90
+# A card's own override reasons that a snooze reason says better, left out where the snooze
+# reasons are offered: "Patient declined" beside "Patient declines: do not remind for 90 days"
+# were two choices for one answer, and only the second stopped the reminders.
+_SAID_BY_A_SNOOZE = frozenset({(OVERRIDE_SYSTEM, "patient-declined")})
 DEDUPE_HOURS = 12
 
 _MD = MarkdownIt("commonmark")
@@ -49,7 +54,11 @@ def with_snooze_reasons(card: dict[str, Any]) -> dict[str, Any]:
     topic = topic_of(card)
     if topic is None or never_snoozed(topic, card.get("indicator", "")):
         return card
-    own = card.get("overrideReasons", [])
+    own = [
+        r
+        for r in card.get("overrideReasons", [])
+        if (r.get("system"), r.get("code")) not in _SAID_BY_A_SNOOZE
+    ]
     codes = {(r.get("system"), r.get("code")) for r in own}
     extra = [r for r in SNOOZE_REASONS if (r["system"], r["code"]) not in codes]
     card["overrideReasons"] = [*own, *(dict(r) for r in extra)]

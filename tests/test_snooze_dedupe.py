@@ -57,6 +57,21 @@ def test_patient_view_cards_offer_the_two_snooze_reasons_after_their_own(client,
     assert info == ["snooze-30d", "patient-declines"]
 
 
+def test_patient_view_offers_one_patient_declines_reason_and_order_sign_keeps_its_own(client, clock):
+    """"Patient declined" (the card's own) beside "Patient declines: do not remind for 90
+    days" were two choices for one answer on patient-view, and only the second snoozed."""
+    reasons = view(client)["vitd-deficiency"]["overrideReasons"]
+    declines = [r["code"] for r in reasons if "declin" in r["code"]]
+    assert declines == ["patient-declines"]
+    assert [r["code"] for r in reasons[:2]] == ["treated-elsewhere", "result-not-representative"]
+    request = hook_request("vitamin-d-order-sign", prefetch=full_record(), drafts=[LOW_D])
+    reply = client.post("/cds-services/vitamin-d-order-sign", json=request)
+    assert reply.status_code == 200, reply.get_json()
+    signed = {c["source"]["topic"]["code"]: c for c in reply.get_json()["cards"]}
+    codes = [r["code"] for r in signed["vitd-deficiency"]["overrideReasons"]]
+    assert "patient-declined" in codes and "patient-declines" not in codes
+
+
 @pytest.mark.parametrize("code, days", [("snooze-30d", 30), ("patient-declines", 90)])
 def test_a_snooze_lasts_its_window_to_the_second(client, clock, code, days):
     card = view(client)["vitd-deficiency"]
@@ -143,6 +158,7 @@ def test_a_critical_high_level_is_never_snoozed(client, clock):
     assert "vitd-high-level" in view(client, record)
 
 
+LOW_D = medication_request(None, "Cholecalciferol 400 UNT Oral Tablet", mid="d3", status="draft", dose=400)
 DRAFT = medication_request(
     "316672", "Cholecalciferol 50000 UNT Oral Capsule", mid="d1", status="draft", dose=50000
 )
