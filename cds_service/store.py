@@ -330,6 +330,11 @@ class Store:
         """`SELECT 1` within the limits; raises the driver's error or `StoreUnavailable`."""
         self._gate.run(self._select_one, wait_s=wait_s)
 
+    def bounded(self, fn: Callable[..., Any], *args: Any, wait_s: float | None = None) -> Any:
+        """`fn(*args)` within the store's limits, counted among its waiting callers (the same
+        gate as every store call): `StoreUnavailable` when it cannot be done in time."""
+        return self._gate.run(fn, *args, wait_s=wait_s)
+
     def _select_one(self) -> None:
         with self.engine.connect() as connection:
             connection.execute(sa.text("SELECT 1"))

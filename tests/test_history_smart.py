@@ -253,24 +253,24 @@ def test_not_configured_is_404(client):
 def test_sessions_expire_and_do_not_leak_across_keys(store):  # noqa: F811 - the fixture
     """On SQLite and on PostgreSQL (the store fixture of test_store)."""
     engine = store.engine
-    store = SessionStore(engine, SECRET)
+    sessions = SessionStore(store, SECRET)
     now = datetime(2026, 11, 1, tzinfo=UTC)
-    key = store.create({"state": "s"}, now=now)
-    other = store.create({"state": "t"}, now=now)
-    assert store.get(key, now=now) == {"state": "s"}
-    assert store.get(other, now=now) == {"state": "t"}
-    assert store.get("guess", now=now) is None and store.get(None, now=now) is None
-    assert store.get(key, now=now + timedelta(hours=2)) is None
+    key = sessions.create({"state": "s"}, now=now)
+    other = sessions.create({"state": "t"}, now=now)
+    assert sessions.get(key, now=now) == {"state": "s"}
+    assert sessions.get(other, now=now) == {"state": "t"}
+    assert sessions.get("guess", now=now) is None and sessions.get(None, now=now) is None
+    assert sessions.get(key, now=now + timedelta(hours=2)) is None
     # another secret cannot read the rows
-    assert SessionStore(engine, "another-secret-" + "y" * 40).get(key, now=now) is None
+    assert SessionStore(store, "another-secret-" + "y" * 40).get(key, now=now) is None
     # rows hold neither the browser's key nor readable data
     with engine.connect() as connection:
         rows = connection.execute(sa.text("SELECT key_hash, data FROM smart_session")).all()
     assert rows and all(key not in r.key_hash and "access_token" not in r.data for r in rows)
-    store.replace(key, {"access_token": "t"}, now=now, expires_at=now + timedelta(minutes=5))
-    assert store.get(key, now=now + timedelta(minutes=6)) is None
-    store.delete(other)
-    assert store.get(other, now=now) is None
+    sessions.replace(key, {"access_token": "t"}, now=now, expires_at=now + timedelta(minutes=5))
+    assert sessions.get(key, now=now + timedelta(minutes=6)) is None
+    sessions.delete(other)
+    assert sessions.get(other, now=now) is None
 
 
 @pytest.mark.parametrize(

@@ -330,3 +330,39 @@ def test_records_still_queued_at_exit_are_counted_as_dropped(tmp_path, monkeypat
     assert metrics.registry.get_sample_value("vitd_cds_issued_cards_dropped_total", labels) == 3
     assert metrics.registry.get_sample_value("vitd_cds_issued_cards_queued", labels) == 0
     assert any(getattr(r, "lost", None) == 3 for r in caplog.records)
+
+
+def test_history_page_loads_go_through_the_store_gate_while_the_database_is_blackholed(
+    make_app, settings, proxied_pg_url, db_proxy, caplog
+):
+    """The SMART history page reads its server-side session through the same gate as the hook
+    calls' store calls: while the database is blackholed, one page load waits at most the
+    store's wait, and the loads after it, within the cool-down, are refused at once ("recent
+    timeout") instead of each holding a request thread for the driver's own time-outs."""
+    from cds_service.history.web import HISTORY_PATH, SESSION_FIELD
+
+    app = make_app(
+        settings.with_overrides(
+            database_url=proxied_pg_url,
+            smart_client_id="vitd-history",
+            secret_key="s" * 48,
+            public_base_url="http://127.0.0.1:9",
+            smart_allowed_issuers=("http://127.0.0.1:8081/fhir",),
+            **LIMITS,
+        )
+    )
+    key = app.extensions["vitd.smart_sessions"].create(
+        {"iss": "http://127.0.0.1:8081/fhir", "access_token": "t", "patient": "p1"},
+        now=datetime.now(UTC),
+    )
+    client = app.test_client()
+    with client.session_transaction() as browser:
+        browser[SESSION_FIELD] = key
+    db_proxy.set("blackhole")
+    caplog.set_level(logging.ERROR, logger="cds_service.history.web")
+    pages = [within(lambda: client.get(HISTORY_PATH)) for _ in range(3)]
+    assert [p.status_code for p in pages] == [503, 503, 503]
+    assert all("service unavailable" in p.get_data(as_text=True) for p in pages)
+    causes = [r.getMessage() for r in caplog.records if "session store unavailable" in r.getMessage()]
+    assert causes[0].endswith("(timeout)"), causes
+    assert all(c.endswith("(recent timeout)") for c in causes[1:]) and len(causes) == 3, causes

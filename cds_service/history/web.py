@@ -31,6 +31,7 @@ from ..config import Settings
 from ..engine import Runtime
 from ..fhir_client import FetchError, check_url
 from ..gather import DataUnavailable, gather
+from ..store import StoreUnavailable
 from .bands import bands_for
 from .picture import picture_from_facts
 from .records import facts_from_gathered, server_keys, server_request
@@ -321,8 +322,10 @@ def history():
 
 
 @bp.errorhandler(SQLAlchemyError)
-def _store_down(error: SQLAlchemyError):
-    log.error("history: session store unavailable (%s)", type(error).__name__)
+@bp.errorhandler(StoreUnavailable)
+def _store_down(error: Exception):
+    cause = error.reason if isinstance(error, StoreUnavailable) else type(error).__name__
+    log.error("history: session store unavailable (%s)", cause)
     return _error(
         503, "service unavailable", "The service cannot keep sessions right now.", RELAUNCH
     )
@@ -343,6 +346,6 @@ def register(app: Flask, settings: Settings, runtime: Runtime) -> None:
             PERMANENT_SESSION_LIFETIME=timedelta(hours=1),
         )
         app.extensions["vitd.smart_sessions"] = SessionStore(
-            runtime.store.engine, settings.secret_key or ""
+            runtime.store, settings.secret_key or ""
         )
     app.register_blueprint(bp)
