@@ -113,3 +113,20 @@ def test_combine_daily():
     assert dosing.combine_daily([(None, 1000), (None, 1000)]) == 2000
     assert dosing.combine_daily([(1, 6000), (2, 1000)]) == 6000
     assert dosing.combine_daily([]) is None
+
+
+class _Float(float):
+    """A float subclass: takes the general path, to the same answer."""
+
+
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        (1.5, 1.5), (0.0, 0.0), (-2.5, -2.5), (3, 3.0), (0, 0.0), (_Float(2.5), 2.5),
+        (float("inf"), None), (float("-inf"), None), (float("nan"), None), (10**400, None),
+        (True, None), (False, None), (None, None), ("1", None), ([1], None), ({"value": 1}, None),
+    ],
+)  # fmt: skip
+def test_finite_reads_only_finite_json_numbers(value, expected):
+    number = dosing.finite(value)
+    assert number == expected and (number is None or type(number) is float)
