@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import prometheus_client  # noqa: F401 - before any test sets PROMETHEUS_MULTIPROC_DIR: in-process metrics
@@ -16,6 +17,24 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.fail(f"../shared/data is missing beside the checkout (looked in {SHARED_DATA})")
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _process_logging_put_back():
+    """`cds-service` commands run in-process (test_cli.py) configure the process's logging:
+    the root logger at INFO with the JSON handler. Put the level back and take that handler
+    away after each test, so what a later test's caplog sees does not depend on test order
+    (test_auth.py counted the INFO "request" record's auth_rejection too after test_cli.py)."""
+    from cds_service import logs
+
+    root = logging.getLogger()
+    level = root.level
+    yield
+    logs.stop_background_writer()
+    root.setLevel(level)
+    for handler in root.handlers[:]:
+        if isinstance(handler.formatter, logs.JsonFormatter):
+            root.removeHandler(handler)
 
 
 @pytest.fixture
