@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import threading
-import uuid
 
 _BATCH = 4096  # bytes of kernel randomness per read: 256 ids
 # The variant digit (the first of the 4th group): its top two bits become 10 (RFC 4122).
@@ -66,8 +65,3 @@ def uuid4_str() -> str:
     """A random UUID in its canonical form (`str(uuid.UUID)`), e.g. for a card's `uuid`."""
     h = _random_hex()
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
-
-
-def uuid4() -> uuid.UUID:
-    """A random UUID object, for callers that need one."""
-    return uuid.UUID(hex=uuid4_hex())

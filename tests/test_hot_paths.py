@@ -67,7 +67,7 @@ def test_a_unit_is_found_case_insensitively_with_the_tables_factor(sent, expecte
 
 
 def _card(topic: str) -> dict:
-    return {"uuid": str(ids.uuid4()), "indicator": "info", "source": {"topic": {"code": topic}}}
+    return {"uuid": ids.uuid4_str(), "indicator": "info", "source": {"topic": {"code": topic}}}
 
 
 @pytest.fixture
@@ -147,21 +147,25 @@ def test_a_full_queue_drops_and_says_so(store, monkeypatch, caplog):
     assert "queue full" in caplog.text
 
 
+def _uuid4() -> uuid.UUID:
+    return uuid.UUID(hex=ids.uuid4_hex())
+
+
 def test_ids_are_version_4_and_unique_across_a_fork():
-    first = ids.uuid4()
+    first = _uuid4()
     assert first.version == 4
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: the buffer inherited from the parent must not be reused
-        os.write(write, ids.uuid4().bytes)
+        os.write(write, _uuid4().bytes)
         os._exit(0)
     os.waitpid(pid, 0)
     child = os.read(read, 16)
-    parent_next = ids.uuid4().bytes
+    parent_next = _uuid4().bytes
     os.close(read)
     os.close(write)
     assert child != parent_next
-    assert len({ids.uuid4() for _ in range(1000)}) == 1000
+    assert len({_uuid4() for _ in range(1000)}) == 1000
 
 
 
