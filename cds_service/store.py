@@ -854,7 +854,7 @@ class _CardRecorder:
 
     def _write_batch(self, batch: list[Mapping[str, Any]]) -> bool:
         try:  # bounded like a request's store call: a dead store never hangs this thread
-            self._store._gate.run(self._store.write_card_rows, batch)
+            self._store.bounded(self._store.write_card_rows, batch)
         except Exception as exc:  # analytics must never switch decision support off
             with self._lock:  # back to the head of the queue, within the cap
                 room = max(self._max_rows - len(self._rows), 0)

@@ -6,7 +6,7 @@ from pathlib import Path
 import prometheus_client  # noqa: F401 - before any test sets PROMETHEUS_MULTIPROC_DIR: in-process metrics
 import pytest
 
-from cds_service import Settings, create_app
+from cds_service import Settings, create_app, logs
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SHARED_DATA = SHARED / "data"
@@ -25,8 +25,6 @@ def _process_logging_put_back():
     the root logger at INFO with the JSON handler. Put the level back and take that handler
     away after each test, so what a later test's caplog sees does not depend on test order
     (test_auth.py counted the INFO "request" record's auth_rejection too after test_cli.py)."""
-    from cds_service import logs
-
     root = logging.getLogger()
     level = root.level
     yield
