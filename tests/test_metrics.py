@@ -44,11 +44,13 @@ def scrape(client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     reply = client.get("/metrics")
     assert reply.status_code == 200
     assert reply.content_type.startswith("text/plain; version=")
-    out = {}
-    for family in text_string_to_metric_families(reply.get_data(as_text=True)):
-        for sample in family.samples:
-            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return out
+    return scrape_text(reply.get_data(as_text=True))
+
+
+def scrape_text(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """{(sample name, sorted labels): value} of an exposition text."""
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}  # fmt: skip
 
 
 def value(samples, name: str, **labels: str) -> float:
@@ -237,11 +239,6 @@ def _drive_uncached(m) -> None:
         m.fhir_errors.labels("http_5xx").inc()
         m.cards_queued.labels("database").set(3)
         m.cards_dropped.labels("database").inc(2)
-
-
-def scrape_text(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}  # fmt: skip
 
 
 def _exposition_without_created(m) -> list[str]:
